@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything certpull's demo and tests need on a fresh Debian 12 or Amazon Linux 2023 host
+# (run as root): system packages, then a virtualenv in .venv with the package and its test extras.
+# Idempotent: a second run only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs() {
+  if command -v apt-get >/dev/null 2>&1; then
+    local missing=()
+    for p in apache2 libsystemd-dev pkg-config rpm rpmlint systemd gcc python3-venv python3-dev; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "setup: apt-get install ${missing[*]}"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # The Debian package starts a system apache2 on port 80; certpull's tests run their own private one.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now apache2 >/dev/null 2>&1 || true; fi
+    if [ -x /usr/sbin/apache2ctl ] && pgrep -x apache2 >/dev/null 2>&1 && [ -f /var/run/apache2/apache2.pid ]; then
+      /usr/sbin/apache2ctl stop >/dev/null 2>&1 || true
+    fi
+  elif command -v dnf >/dev/null 2>&1; then
+    dnf install -y -q httpd mod_ssl systemd-devel pkgconf-pkg-config rpm-build gcc python3-devel python3-pip >/dev/null
+  else
+    echo "setup: neither apt-get nor dnf found; install Apache httpd with mod_ssl, libsystemd headers, pkg-config and rpm by hand" >&2
+  fi
+}
+
+need_venv() {
+  local py="${PYTHON:-python3}"
+  if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($py --version)"
+    "$py" -m venv .venv
+  fi
+  if ! .venv/bin/python -c 'import certpull, moto, pytest, systemd.daemon' >/dev/null 2>&1 \
+     || [ setup.cfg -nt .venv/.installed ]; then
+    echo "setup: pip install -e .[test]"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch .venv/.installed
+  fi
+}
+
+need_pkgs
+need_venv
