@@ -61,7 +61,12 @@ class CommandError(ReloadError):
     """A subprocess failed. Keeps argv, exit code and output so the log can say exactly what ran."""
 
     def __init__(
-        self, argv: Sequence[str], returncode: Optional[int], stdout: str, stderr: str, reason: str = ""
+        self,
+        argv: Sequence[str],
+        returncode: Optional[int],
+        stdout: str,
+        stderr: str,
+        reason: str = "",
     ) -> None:
         self.argv = list(argv)
         self.returncode = returncode

@@ -1,0 +1,100 @@
+"""Builds the boto3 clients certpull uses, in one place: endpoint, timeouts, retries, assumed roles.
+
+Retries are botocore's `standard` mode (exponential backoff with jitter, throttling and transient
+errors only), with connect/read timeouts short enough that a hung endpoint never stalls the agent for
+long. An assumed role's credentials refresh themselves before they expire (botocore's
+DeferredRefreshableCredentials around AssumeRole), so a months-long `certpull run` keeps working.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+import boto3
+import botocore.config
+import botocore.session
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+
+from certpull import __version__
+
+
+class AwsClients:
+    """Caches one client per (service, region, role): clients are thread-safe and costly to build."""
+
+    def __init__(
+        self,
+        endpoint_url: Optional[str] = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+        max_attempts: int = 3,
+        session: Optional[boto3.session.Session] = None,
+    ) -> None:
+        self._endpoint_url = endpoint_url
+        self._session = session or boto3.session.Session()
+        self._config = botocore.config.Config(
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            user_agent_extra=f"certpull/{__version__}",
+            tcp_keepalive=True,
+        )
+        self._clients: Dict[Tuple[str, str, Optional[str], Optional[str]], Any] = {}
+        self._lock = threading.Lock()
+
+    def client(
+        self,
+        service: str,
+        region: str,
+        role_arn: Optional[str] = None,
+        external_id: Optional[str] = None,
+    ) -> Any:
+        key = (service, region, role_arn, external_id)
+        with self._lock:
+            if key not in self._clients:
+                session = (
+                    self._role_session(region, role_arn, external_id) if role_arn else self._session
+                )
+                kwargs: Dict[str, Any] = {"region_name": region, "config": self._config}
+                if self._endpoint_url:
+                    kwargs["endpoint_url"] = self._endpoint_url
+                self._clients[key] = session.client(service, **kwargs)
+            return self._clients[key]
+
+    def secretsmanager(
+        self, region: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
+    ) -> Any:
+        return self.client("secretsmanager", region, role_arn, external_id)
+
+    def _role_session(
+        self, region: str, role_arn: str, external_id: Optional[str]
+    ) -> boto3.session.Session:
+        """A session whose credentials come from AssumeRole and are renewed before expiry."""
+        base = self._session._session  # botocore session behind the boto3 one
+        create_client = functools.partial(
+            base.create_client, config=self._config, endpoint_url=self._endpoint_url
+        )
+        extra: Dict[str, Any] = {"RoleSessionName": _session_name()}
+        if external_id:
+            extra["ExternalId"] = external_id
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=create_client,
+            source_credentials=base.get_credentials(),
+            role_arn=role_arn,
+            extra_args=extra,
+        )
+        role_core = botocore.session.Session()
+        role_core._credentials = DeferredRefreshableCredentials(
+            refresh_using=fetcher.fetch_credentials, method="assume-role"
+        )
+        role_core.set_config_variable("region", region)
+        return boto3.session.Session(botocore_session=role_core)
+
+
+def _session_name() -> str:
+    """`certpull-<host>`: CloudTrail in the secret's account then shows which host read it."""
+    host = socket.gethostname().split(".")[0] or "host"
+    cleaned = "".join(ch if ch.isalnum() or ch in "=,.@-_" else "-" for ch in host)
+    return f"certpull-{cleaned}"[:64]

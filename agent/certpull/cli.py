@@ -1,0 +1,242 @@
+"""`certpull [-c CONFIG] COMMAND`: the only place that prints and chooses exit codes.
+
+`status` and `check-config` import neither boto3 nor cryptography: monitoring calls `status` every
+minute on every host and it must answer in well under 200 ms. The daemon module (and with it boto3)
+is imported only by the commands that talk to AWS or httpd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+
+from certpull import __version__
+from certpull.config import DEFAULT_CONFIG_PATH, Config, load_config
+from certpull.errors import CertpullError, ConfigError
+from certpull.state import StateFile
+from certpull.status import UNKNOWN, build_report, render_text
+
+if TYPE_CHECKING:
+    from certpull.daemon import Agent, Outcome
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+certpull keeps the TLS certificate, chain and private key that Apache httpd serves equal to the
+AWSCURRENT version of AWS Secrets Manager secrets. It validates every new secret before anything
+touches disk, installs the four PEM files atomically (one rename), reloads httpd gracefully, checks
+with a real TLS handshake that the new certificate is served, and rolls back on its own otherwise.
+"""
+
+EPILOG = f"""\
+files:
+  {DEFAULT_CONFIG_PATH}     configuration (INI; -c PATH or $CERTPULL_CONFIG override)
+  /etc/pki/certpull/NAME/        live files: cert.pem chain.pem fullchain.pem privkey.pem
+                                 (symlinks into ..data -> a hidden versioned directory)
+  /var/lib/certpull/state.json   what is installed, last check, last error (read by `status`)
+
+exit codes:
+  sync, verify, rollback  0 all good, 1 a certificate failed (the previous one stays installed),
+                          2 configuration or usage error
+  status                  0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)
+  check-config            0 valid, 2 invalid
+
+examples:
+  certpull check-config                 validate {DEFAULT_CONFIG_PATH}
+  certpull sync --dry-run               show what a pass would install, change nothing
+  certpull sync www                     one pass for [cert:www] now
+  certpull status --json                machine-readable status for monitoring
+  certpull rollback www                 re-activate the previous certificate of [cert:www]
+  systemctl enable --now certpull       run the agent (`certpull run`) under systemd
+
+See the README for the configuration keys, cross-account set-up and rotation events.
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certpull",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"certpull {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        default=os.environ.get("CERTPULL_CONFIG", DEFAULT_CONFIG_PATH),
+        help=f"configuration file (default: $CERTPULL_CONFIG or {DEFAULT_CONFIG_PATH})",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at debug level (overrides log_level)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    commands.add_parser(
+        "run",
+        help="run the agent: poll or listen for rotations, install, reload, verify (systemd ExecStart)",
+        description="The long-running agent. SIGHUP reloads the config, SIGUSR1 checks every "
+        "certificate now, SIGTERM finishes an install in progress and exits 0.",
+    )
+    sync = commands.add_parser(
+        "sync",
+        help="one pass now: check, fetch, validate, install, reload, verify",
+        description="One pass over the named certificates (all by default). Exit 0 when all are "
+        "current, 1 when any failed (its previous certificate stays installed and served).",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="fetch and validate, change nothing")
+    sync.add_argument(
+        "names", nargs="*", metavar="NAME", help="[cert:NAME] sections (default: all)"
+    )
+
+    status = commands.add_parser(
+        "status",
+        help="what is installed and served, expiry, last check and error, daemon liveness",
+        description="Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Reads state.json and the live "
+        "files only: it makes no AWS call.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("names", nargs="*", metavar="NAME")
+
+    commands.add_parser("check-config", help="validate the configuration file (exit 0 or 2)")
+
+    verify = commands.add_parser(
+        "verify",
+        help="TLS handshake to each `verify` target; compare the served leaf with the installed one",
+    )
+    verify.add_argument("names", nargs="*", metavar="NAME")
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="re-activate the previous version of one certificate, reload and verify",
+        description="The version rolled back from is held: it is not installed again until the "
+        "secret's AWSCURRENT moves to another version.",
+    )
+    rollback.add_argument("name", metavar="NAME")
+    return parser
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _load(path: str) -> Config:
+    return load_config(path, _read_text)
+
+
+def _check_names(config: Config, names: Sequence[str]) -> None:
+    unknown = [name for name in names if name not in config.names]
+    if unknown:
+        raise ConfigError(
+            f"no [cert:{unknown[0]}] section (configured: {', '.join(config.names)})", config.path
+        )
+
+
+def _agent(config: Config) -> Agent:
+    from certpull.daemon import build_agent  # noqa: PLC0415 - keeps boto3 off the status path
+
+    return build_agent(config)
+
+
+def _print_outcomes(outcomes: Sequence[Outcome]) -> int:
+    failed = False
+    for outcome in outcomes:
+        print(outcome.message)
+        failed = failed or not outcome.ok
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    print(f"{config.path}: OK, {len(config.certs)} certificate(s): {', '.join(config.names)}")
+    return EXIT_OK
+
+
+def cmd_sync(config: Config, args: argparse.Namespace) -> int:
+    _check_names(config, args.names)
+    report = _agent(config).sync(args.names or None, dry_run=args.dry_run)
+    return _print_outcomes(report.outcomes)
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    _check_names(config, args.names)
+    return _print_outcomes(_agent(config).verify(args.names or None))
+
+
+def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
+    _check_names(config, [args.name])
+    return _print_outcomes([_agent(config).rollback(args.name)])
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    _check_names(config, args.names)
+    try:
+        state = StateFile(config.agent.state_dir).load()
+    except CertpullError as exc:
+        print(f"CERTPULL UNKNOWN - {exc}")
+        return UNKNOWN
+    now = time.time()
+    report = build_report(config, state, now, args.names or None)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_text(report, now))
+    return report.severity
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from certpull.loop import run_agent  # noqa: PLC0415 - keeps boto3 off the status path
+
+    return run_agent(config, args.config, verbose=args.verbose)
+
+
+COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "check-config": cmd_check_config,
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "verify": cmd_verify,
+    "rollback": cmd_rollback,
+    "run": cmd_run,
+}
+
+
+def _setup_logging(config: Optional[Config], verbose: bool) -> None:
+    level_name = "debug" if verbose else (config.agent.log_level if config else "info")
+    logging.basicConfig(
+        level=getattr(logging, level_name.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(f"certpull: {exc}", file=sys.stderr)
+        return UNKNOWN if args.command == "status" else EXIT_USAGE
+    if args.command != "run":
+        _setup_logging(config, args.verbose)
+    try:
+        return COMMANDS[args.command](config, args)
+    except ConfigError as exc:
+        print(f"certpull: {exc}", file=sys.stderr)
+        return UNKNOWN if args.command == "status" else EXIT_USAGE
+    except CertpullError as exc:
+        print(f"certpull: {exc}", file=sys.stderr)
+        return UNKNOWN if args.command == "status" else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

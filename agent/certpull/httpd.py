@@ -1,0 +1,345 @@
+"""httpd primitives: config test, graceful reload with a liveness check, and the served-leaf check.
+
+The orchestrator (daemon.py) strings them together; this module only gives the steps. The sequence
+they serve, after the new files are staged and activated on disk:
+
+  1. ``Httpd.config_test()``: httpd parses the config with the new files. On failure: roll the
+     files back, do not reload (httpd keeps serving the old certificate from memory).
+  2. ``Httpd.graceful_reload()``: finished requests pick up the new files; in-flight requests
+     complete. It then watches the main process for ``alive_grace_s``: a key that does not match
+     its certificate passes the config test but makes httpd exit during the graceful (AH02565).
+     On failure: roll the files back and reload (start) again.
+  3. ``wait_until_served()``: fresh TLS handshakes to the ``verify`` target return the new leaf
+     (a graceful takes ~40-80 ms median, ~1 s worst, to reach new handshakes). On failure: roll
+     back and reload again.
+
+Nothing here reads the certificate files: the caller passes the DER it expects to see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
+
+from cryptography import x509
+
+from certpull.errors import CommandError, ReloadError
+from certpull.proc import CommandRunner
+
+# How long graceful_reload watches the main process. Measured on Apache 2.4.71 (Debian, event MPM,
+# 2-CPU VM under load, `bench/bench_reload.py --mismatch`, 430 runs): with a mismatched key the main
+# process is gone 2-8 ms (median) after `-k graceful` returns, p90 ~20-40 ms, worst 1.01 s. The
+# ~1 s outliers are consistent with the MPM acting on SIGUSR1 at its one-second maintenance tick;
+# 2 s covers that tick plus a slow re-read of a large config.
+DEFAULT_ALIVE_GRACE_S = 2.0
+# How often liveness and served-leaf checks poll. A dying httpd is usually gone within tens of ms
+# of the graceful command returning, and new handshakes see the new leaf ~40 ms (median, same
+# bench) after the command starts, ~1 s at worst.
+_POLL_INTERVAL_S = 0.05
+# Upper bound for one TLS attempt inside wait_until_served, so one stuck connect cannot use up
+# the whole budget.
+_MAX_ATTEMPT_TIMEOUT_S = 5.0
+
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+Fetch = Callable[["VerifyTarget", float], bytes]
+
+
+class ConfigTestError(CommandError):
+    """The config test failed; the message joins httpd's "where" line with its "why" line."""
+
+    def __init__(self, cause: CommandError, summary: str) -> None:
+        super().__init__(cause.argv, cause.returncode, cause.stdout, cause.stderr)
+        self.args = (f"`{' '.join(cause.argv)}` exited {cause.returncode}: {summary}",)
+
+
+class Httpd:
+    """One httpd, driven through configured commands and watched through its pid file."""
+
+    def __init__(
+        self,
+        runner: CommandRunner,
+        configtest_argv: Sequence[str],
+        reload_argv: Sequence[str],
+        pid_file: Optional[str],
+        *,
+        alive_grace_s: float = DEFAULT_ALIVE_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not configtest_argv or not reload_argv:
+            raise ValueError("configtest_argv and reload_argv must not be empty")
+        if alive_grace_s < 0:
+            raise ValueError("alive_grace_s must not be negative")
+        self._runner = runner
+        self.configtest_argv = tuple(configtest_argv)
+        self.reload_argv = tuple(reload_argv)
+        self.pid_file = pid_file
+        self.alive_grace_s = alive_grace_s
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return (
+            f"Httpd(configtest={' '.join(self.configtest_argv)!r}, "
+            f"reload={' '.join(self.reload_argv)!r}, pid_file={self.pid_file!r})"
+        )
+
+    def main_pid(self) -> Optional[int]:
+        """The main httpd process id from the pid file; None when the file is absent or stale.
+
+        Stale means the process is gone, or is a zombie nobody reaped yet (a daemonized httpd is
+        re-parented to PID 1, which in a container may never reap it, and signal 0 still reaches a
+        zombie).
+        """
+        if self.pid_file is None:
+            return None
+        try:
+            with open(self.pid_file, encoding="ascii", errors="replace") as f:
+                text = f.read().strip()
+        except OSError:
+            return None
+        if not text.isdigit() or int(text) <= 0:
+            return None
+        pid = int(text)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # exists, owned by someone else
+        if _is_dead_on_linux(pid):
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        """Whether the main httpd process is alive (False when there is no pid file to ask)."""
+        return self.main_pid() is not None
+
+    def config_test(self) -> None:
+        """Run the config test; raise ReloadError (a CommandError) carrying httpd's own message.
+
+        httpd reports a bad line in two lines ("AH00526: Syntax error on line 23 of FILE:" then
+        the reason); the error keeps both, so the operator sees where and why.
+        It catches syntax errors and unreadable or unparsable files, not a key that does not match
+        its certificate: that is checked before anything is written, and by graceful_reload.
+        """
+        try:
+            self._runner.run(self.configtest_argv)
+        except CommandError as exc:
+            summary = _located_error(exc.stderr) or _located_error(exc.stdout)
+            if summary is None or exc.returncode is None:
+                raise
+            raise ConfigTestError(exc, summary) from exc
+
+    def graceful_reload(self) -> None:
+        """Ask httpd to reload gracefully, then make sure it survived.
+
+        Steps:
+          1. Run the reload command; a non-zero exit raises CommandError (a ReloadError).
+          2. Without a pid file, stop here: liveness cannot be observed.
+          3. Poll the main process for ``alive_grace_s``. Once it has been seen alive (before or
+             after the command) and then disappears, raise at once. httpd that was not running may
+             be started by the graceful (apache2 -k graceful does that) and writes its pid file a
+             little later, so absence is only an error at the end of the window.
+        """
+        was_alive = self.is_running()
+        # (1)
+        self._runner.run(self.reload_argv)
+        # (2)
+        if self.pid_file is None:
+            return
+        # (3)
+        started = self._clock()
+        seen_alive = was_alive
+        while True:
+            alive = self.is_running()
+            if seen_alive and not alive:
+                raise ReloadError(
+                    "httpd stopped after the graceful reload; see its error log "
+                    "(AH02565 there means a private key that does not match its certificate)"
+                )
+            seen_alive = seen_alive or alive
+            if self._clock() - started >= self.alive_grace_s:
+                break
+            self._sleep(_POLL_INTERVAL_S)
+        if not seen_alive:
+            raise ReloadError(
+                f"httpd is not running after the graceful reload (no live process in {self.pid_file})"
+            )
+
+
+@dataclass(frozen=True)
+class VerifyTarget:
+    """Where to check the served certificate: a host and port, and the SNI name to ask for."""
+
+    host: str
+    port: int
+    server_name: Optional[str]
+
+    @classmethod
+    def parse(cls, value: str, server_name: Optional[str]) -> VerifyTarget:
+        """Parse ``127.0.0.1:443``, ``[::1]:8443`` or ``host.example.com:443``; ValueError on junk."""
+        text = value.strip()
+        host, port_text = _split_host_port(text)
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"verify target {value!r}: port must be a number from 1 to 65535")
+        if not _is_ip(host) and not _is_dns_name(host):
+            raise ValueError(f"verify target {value!r}: {host!r} is not an IP address or host name")
+        if server_name is not None and not server_name.strip():
+            server_name = None
+        return cls(host=host, port=int(port_text), server_name=server_name)
+
+    @property
+    def sni(self) -> Optional[str]:
+        """The SNI name: server_name, else the host, whichever first is a DNS name (IPs are not sent)."""
+        for candidate in (self.server_name, self.host):
+            if candidate and _is_dns_name(candidate):
+                return candidate
+        return None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def fetch_served_leaf(target: VerifyTarget, timeout_s: float) -> bytes:
+    """One fresh TLS handshake with ``target``; return the DER of the leaf certificate it serves.
+
+    Nothing is verified: the caller compares bytes with the leaf it installed, which is stronger
+    than chain validation and also works before the new CA is trusted anywhere.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sni = target.sni
+    try:
+        conn = socket.create_connection((target.host, target.port), timeout=timeout_s)
+        with conn as sock, context.wrap_socket(sock, server_hostname=sni) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except ssl.SSLError as exc:
+        raise ReloadError(f"TLS handshake with {target} failed: {exc.reason or exc}") from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ReloadError(f"cannot connect to {target}: {reason}") from exc
+    if not der:
+        raise ReloadError(f"{target} sent no certificate")
+    return der
+
+
+def wait_until_served(
+    target: VerifyTarget,
+    expected_der: bytes,
+    timeout_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    fetch: Fetch = fetch_served_leaf,
+) -> float:
+    """Poll fresh handshakes until ``target`` serves ``expected_der``; return the seconds waited.
+
+    Each attempt is a new connection (a graceful reload closes idle keep-alive connections and
+    only new ones see the new certificate). Connection errors are retried like a wrong leaf.
+    After ``timeout_s`` raise ReloadError naming the target and what it served (serial and
+    SHA-256 prefix) against what was expected, or the last connection error.
+    """
+    started = clock()
+    deadline = started + timeout_s
+    last_problem = "no attempt was made"
+    while True:
+        remaining = deadline - clock()
+        attempt_timeout = min(max(remaining, _POLL_INTERVAL_S), _MAX_ATTEMPT_TIMEOUT_S)
+        try:
+            served = fetch(target, attempt_timeout)
+        except (ReloadError, OSError) as exc:
+            last_problem = str(exc)
+        else:
+            if served == expected_der:
+                return clock() - started
+            last_problem = (
+                f"it serves {describe_cert(served)}, expected {describe_cert(expected_der)}"
+            )
+        if clock() >= deadline:
+            raise ReloadError(
+                f"{target} does not serve the new certificate after {timeout_s:g} s: {last_problem}"
+            )
+        sleep(_POLL_INTERVAL_S)
+
+
+def describe_cert(der: bytes) -> str:
+    """Short identity of a certificate for messages: ``serial 1a2b3c4d (sha256 0a1b2c3d4e5f6a7b)``."""
+    fingerprint = hashlib.sha256(der).hexdigest()[:16]
+    try:
+        serial = format(x509.load_der_x509_certificate(der).serial_number, "x")
+    except ValueError:
+        return f"an unparsable certificate (sha256 {fingerprint})"
+    if len(serial) > 16:
+        serial = serial[:16] + "..."
+    return f"serial {serial} (sha256 {fingerprint})"
+
+
+def _located_error(output: str) -> Optional[str]:
+    """httpd's "<where>:" line joined with the line after it, or None when there is no such pair."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for where, why in zip(lines, lines[1:]):
+        if where.endswith(":"):
+            return f"{where.rstrip(':')}: {why}"[:500]
+    return None
+
+
+def _split_host_port(text: str) -> Tuple[str, str]:
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":") or not _is_ipv6(host):
+            raise ValueError(f"verify target {text!r}: expected [IPv6]:PORT")
+        return host, rest[1:]
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"verify target {text!r}: expected HOST:PORT")
+    if ":" in host:
+        raise ValueError(f"verify target {text!r}: put an IPv6 address in brackets, [::1]:443")
+    return host, port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
+def _is_dns_name(text: str) -> bool:
+    if _is_ip(text) or len(text) > 253:
+        return False
+    labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
+    if labels[-1].isdigit():
+        return False  # 1.2.3 or 999.1.1.1: an IP typo, not a name
+    return all(_DNS_LABEL.match(label) for label in labels)
+
+
+def _is_dead_on_linux(pid: int) -> bool:
+    """A zombie (Z) or dead (X) process still answers signal 0; /proc tells the truth."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return os.path.isdir("/proc/self")  # /proc is there but the process is not: it just went
+    except OSError:
+        return False  # no usable /proc (not Linux): trust signal 0
+    state = stat.rpartition(")")[2].split()
+    return bool(state) and state[0] in ("Z", "X")

@@ -1,0 +1,212 @@
+"""`state.json`: what the agent installed, when it last looked, and what went wrong.
+
+The file is the only channel between the agent and `certpull status`, so it is written atomically
+(temporary file, fsync, rename, fsync of the directory) and read without importing anything heavy:
+`status` must answer in well under 200 ms. Unknown fields are kept as they are, so an older agent and
+a newer `status` (or the reverse, during an upgrade) do not destroy each other's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Iterator, Mapping, Optional, Type, TypeVar
+
+from certpull.errors import StoreError
+
+STATE_FORMAT = 1
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: Type[T], data: Mapping[str, Any]) -> T:
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Installed:
+    """The certificate now active in the live directory."""
+
+    version_id: str
+    store_version: str
+    serial: str
+    fingerprint_sha256: str
+    subject: str
+    names: list = field(default_factory=list)  # type: ignore[type-arg]
+    not_before: str = ""
+    not_after: str = ""
+    key_type: str = ""
+    certificate_arn: Optional[str] = None
+    installed_at: float = 0.0
+
+
+@dataclass
+class Pending:
+    """A validated version waiting for the install window."""
+
+    version_id: str
+    serial: str
+    not_after: str
+    found_at: float
+
+
+@dataclass
+class CertState:
+    secret_arn: str = ""
+    installed: Optional[Installed] = None
+    previous: Optional[Installed] = None  # what `installed` replaced: the rollback target
+    last_check_at: Optional[float] = None
+    last_change_at: Optional[float] = None
+    last_error: Optional[str] = None
+    last_error_at: Optional[float] = None
+    last_error_transient: Optional[bool] = None
+    consecutive_failures: int = 0
+    last_verify_ok: Optional[bool] = None
+    last_verify_at: Optional[float] = None
+    seen_version_id: Optional[str] = None  # AWSCURRENT at the last successful check
+    held_version_id: Optional[str] = (
+        None  # rolled back from: not re-installed until AWSCURRENT moves
+    )
+    pending: Optional[Pending] = None
+    next_check_at: Optional[float] = None
+    backoff_until: Optional[float] = None
+    drift_count: int = 0
+    last_drift_at: Optional[float] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CertState:
+        state = _from_dict(cls, data)
+        if isinstance(data.get("installed"), dict):
+            state.installed = _from_dict(Installed, data["installed"])
+        if isinstance(data.get("previous"), dict):
+            state.previous = _from_dict(Installed, data["previous"])
+        if isinstance(data.get("pending"), dict):
+            state.pending = _from_dict(Pending, data["pending"])
+        return state
+
+
+@dataclass
+class DaemonState:
+    pid: Optional[int] = None
+    started_at: Optional[float] = None
+    heartbeat_at: Optional[float] = None
+    heartbeat_interval_s: Optional[float] = None
+    stopped_at: Optional[float] = None
+    config_error: Optional[str] = None
+    mode: Optional[str] = None  # "poll" or "events"
+
+
+@dataclass
+class State:
+    certs: Dict[str, CertState] = field(default_factory=dict)
+    daemon: DaemonState = field(default_factory=DaemonState)
+    updated_at: Optional[float] = None
+
+    def cert(self, name: str) -> CertState:
+        return self.certs.setdefault(name, CertState())
+
+    def to_json(self) -> str:
+        body = {
+            "format": STATE_FORMAT,
+            "updated_at": self.updated_at,
+            "daemon": asdict(self.daemon),
+            "certs": {name: asdict(cert) for name, cert in sorted(self.certs.items())},
+        }
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("state is not a JSON object")
+        certs = data.get("certs") or {}
+        return cls(
+            certs={
+                str(name): CertState.from_dict(value)
+                for name, value in certs.items()
+                if isinstance(value, dict)
+            },
+            daemon=_from_dict(DaemonState, data.get("daemon") or {}),
+            updated_at=data.get("updated_at"),
+        )
+
+
+class StateFile:
+    """Reads and atomically rewrites `<state_dir>/state.json`; serialises writers with a lock file."""
+
+    def __init__(self, state_dir: str, clock: Any = time.time) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self._clock = clock
+
+    def ensure_dir(self) -> None:
+        """Create the state directory 0700 (it may hold version ids and error texts only, but no one else needs them)."""
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from None
+
+    def load(self) -> State:
+        """The saved state, or an empty one when none exists. A corrupt file raises StoreError."""
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return State.from_json(handle.read())
+        except FileNotFoundError:
+            return State()
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from None
+
+    def save(self, state: State) -> None:
+        """Write atomically: temporary file in the same dir, fsync, rename, fsync dir."""
+        self.ensure_dir()
+        state.updated_at = self._clock()
+        data = state.to_json().encode()
+        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float = 120.0, sleep: Any = time.sleep) -> Iterator[None]:
+        """Hold the agent's lock: one pass at a time, whether from `run`, `sync` or `rollback`."""
+        self.ensure_dir()
+        fd = os.open(os.path.join(self.state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise StoreError(f"cannot lock {self.state_dir}: {exc.strerror}") from None
+                    if time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"another certpull holds {self.state_dir}/{LOCK_FILE} "
+                            f"(waited {timeout_s:g} s)"
+                        ) from None
+                    sleep(0.1)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: static checks first (fast failures), then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+step() { printf '\n== %s\n' "$*"; }
+
+step "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+step "mypy"
+.venv/bin/mypy
+step "vermin (Python 3.9)"
+.venv/bin/vermin -t=3.9- --no-tips --violations --eval-annotations agent
+step "pytest"
+"$PY" -m pytest -q "$@"
