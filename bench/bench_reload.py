@@ -26,7 +26,6 @@ sys.path[:0] = [str(ROOT / "agent"), str(ROOT)]
 
 from certpull.httpd import wait_until_served  # noqa: E402
 from certpull.proc import CommandRunner  # noqa: E402
-
 from tests.apache import ApacheInstance  # noqa: E402
 from tests.pki import Pki  # noqa: E402
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import FrozenSet, Iterator, List, Optional, Sequence
 
 from certpull.httpd import VerifyTarget, fetch_served_leaf
-
 from tests.pki import Issued, Pki
 
 WANTED_MODULES = ("mpm_event", "authz_core", "mime", "socache_shmcb", "ssl", "unixd", "log_config")

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import urllib.request
 import uuid
 import zipfile
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Type
+from typing import Any, Dict, List, Mapping, Optional, Type
 
 import boto3
 from botocore.config import Config
@@ -42,6 +43,8 @@ class LocalAws:
 
     def __init__(self, verbose: bool = False) -> None:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=verbose)
+        if not verbose:
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per call
         self._endpoint_url: Optional[str] = None
         self._noop_function_arns: Dict[str, str] = {}
 
@@ -89,7 +92,7 @@ class LocalAws:
         """A real boto3 client for ``service`` at this server: dummy credentials, standard retries."""
         return boto3.session.Session(
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto accepts anything
+            aws_secret_access_key="testing",
             region_name=region,
         ).client(
             service,  # type: ignore[call-overload]
@@ -170,7 +173,7 @@ class LocalAws:
         )
         return token
 
-    def version_stages(self, secret_id: str, region: str = DEFAULT_REGION) -> Dict[str, list[str]]:
+    def version_stages(self, secret_id: str, region: str = DEFAULT_REGION) -> Dict[str, List[str]]:
         """VersionIdsToStages of the secret: which version carries AWSCURRENT, AWSPENDING, ..."""
         described = self.client("secretsmanager", region).describe_secret(SecretId=secret_id)
         return dict(described.get("VersionIdsToStages", {}))
@@ -231,5 +234,5 @@ def _noop_zip() -> bytes:
 
 if __name__ == "__main__":  # a quick manual check: python -m tests.aws_local
     with LocalAws() as local:
-        print("endpoint", local.endpoint_url)  # noqa: T201
-        print("ca", local.create_private_ca())  # noqa: T201
+        print("endpoint", local.endpoint_url)
+        print("ca", local.create_private_ca())

@@ -77,7 +77,9 @@ class AwsProxy:
     def _fault_for(self, operation: str) -> Optional[Fault]:
         with self._lock:
             for fault in self.faults:
-                if fault.operation in ("*", operation) and (fault.remaining is None or fault.remaining > 0):
+                if fault.operation in ("*", operation) and (
+                    fault.remaining is None or fault.remaining > 0
+                ):
                     if fault.remaining is not None:
                         fault.remaining -= 1
                     return fault
@@ -114,7 +116,9 @@ class AwsProxy:
                     self.close_connection = True
                     return
                 if fault and fault.status:
-                    payload = json.dumps({"__type": fault.code, "message": "injected by AwsProxy"}).encode()
+                    payload = json.dumps(
+                        {"__type": fault.code, "message": "injected by AwsProxy"}
+                    ).encode()
                     proxy._record(operation, fault.status)
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/x-amz-json-1.1")
@@ -124,7 +128,9 @@ class AwsProxy:
                     self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
-                headers: Dict[str, str] = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers: Dict[str, str] = {
+                    k: v for k, v in self.headers.items() if k.lower() != "host"
+                }
                 headers["Host"] = f"{proxy.upstream[0]}:{proxy.upstream[1]}"
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
@@ -132,7 +138,13 @@ class AwsProxy:
                 proxy._record(operation, response.status)
                 self.send_response(response.status)
                 for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                    if key.lower() not in (
+                        "transfer-encoding",
+                        "connection",
+                        "content-length",
+                        "server",
+                        "date",
+                    ):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -26,7 +26,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(UTC).replace(microsecond=0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_key(kind: str, size: int, slot: int) -> PrivateKey:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=size)
@@ -71,7 +71,9 @@ class Issued:
             "sec1": serialization.PrivateFormat.TraditionalOpenSSL,  # EC: SEC1
         }
         encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+            serialization.BestAvailableEncryption(password)
+            if password
+            else serialization.NoEncryption()
         )
         return self.key.private_bytes(serialization.Encoding.PEM, formats[fmt], encryption).decode()
 
@@ -116,7 +118,8 @@ def make_ca(
     )
     if issuer:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
         )
     return Issued(builder.sign(signer_key, _hash_for(signer_key)), k)
 
@@ -154,7 +157,8 @@ def make_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
         )
     )
     if san and sans:

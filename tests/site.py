@@ -56,10 +56,14 @@ class Site:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def create_secret(self, leaf: Optional[Issued] = None, secret_string: Optional[str] = None) -> str:
+    def create_secret(
+        self, leaf: Optional[Issued] = None, secret_string: Optional[str] = None
+    ) -> str:
         sm = self.aws.client("secretsmanager")
         body = secret_string if secret_string is not None else self.pki.secret_string(leaf)
-        self.secret_arn = sm.create_secret(Name=f"{self.name}-tls-{uuid.uuid4().hex[:8]}", SecretString=body)["ARN"]
+        self.secret_arn = sm.create_secret(
+            Name=f"{self.name}-tls-{uuid.uuid4().hex[:8]}", SecretString=body
+        )["ARN"]
         self.write_config()
         return self.secret_arn
 
@@ -68,6 +72,7 @@ class Site:
             "endpoint_url": self.proxy.endpoint_url,
             "reload_command": " ".join(self.apache.reload_argv()),
             "configtest_command": " ".join(self.apache.configtest_argv()),
+            "start_command": " ".join(self.apache.start_argv()),
             "httpd_pid_file": str(self.apache.pid_file),
             "live_dir": str(self.live_dir),
             "state_dir": str(self.state_dir),

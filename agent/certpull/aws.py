@@ -20,6 +20,8 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 
 from certpull import __version__
 
+SQS_WAIT_S = 20
+
 
 class AwsClients:
     """Caches one client per (service, region, role): clients are thread-safe and costly to build."""
@@ -33,6 +35,7 @@ class AwsClients:
         session: Optional[boto3.session.Session] = None,
     ) -> None:
         self._endpoint_url = endpoint_url
+        self._read_timeout_s = read_timeout_s
         self._session = session or boto3.session.Session()
         self._config = botocore.config.Config(
             connect_timeout=connect_timeout_s,
@@ -60,7 +63,21 @@ class AwsClients:
                 kwargs: Dict[str, Any] = {"region_name": region, "config": self._config}
                 if self._endpoint_url:
                     kwargs["endpoint_url"] = self._endpoint_url
-                self._clients[key] = session.client(service, **kwargs)
+                self._clients[key] = session.client(service, **kwargs)  # type: ignore[call-overload]
+            return self._clients[key]
+
+    def sqs(self, region: str) -> Any:
+        """SQS long polls last 20 s: the read timeout must outlast them."""
+        key = ("sqs", region, None, None)
+        with self._lock:
+            if key not in self._clients:
+                config = self._config.merge(
+                    botocore.config.Config(read_timeout=max(self._read_timeout_s, SQS_WAIT_S + 10))
+                )
+                kwargs: Dict[str, Any] = {"region_name": region, "config": config}
+                if self._endpoint_url:
+                    kwargs["endpoint_url"] = self._endpoint_url
+                self._clients[key] = self._session.client("sqs", **kwargs)
             return self._clients[key]
 
     def secretsmanager(
@@ -86,7 +103,8 @@ class AwsClients:
             extra_args=extra,
         )
         role_core = botocore.session.Session()
-        role_core._credentials = DeferredRefreshableCredentials(
+        # botocore has no public setter for refreshable credentials; this is how boto3 users do it.
+        role_core._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
             refresh_using=fetcher.fetch_credentials, method="assume-role"
         )
         role_core.set_config_variable("region", region)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 from certpull import __version__
 from certpull.config import DEFAULT_CONFIG_PATH, Config, load_config
 from certpull.errors import CertpullError, ConfigError
+from certpull.logs import setup_logging
 from certpull.state import StateFile
 from certpull.status import UNKNOWN, build_report, render_text
 
@@ -180,8 +180,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     try:
         state = StateFile(config.agent.state_dir).load()
     except CertpullError as exc:
-        print(f"CERTPULL UNKNOWN - {exc}")
-        return UNKNOWN
+        return _status_unknown(args, str(exc))
     now = time.time()
     report = build_report(config, state, now, args.names or None)
     if args.json:
@@ -194,7 +193,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from certpull.loop import run_agent  # noqa: PLC0415 - keeps boto3 off the status path
 
-    return run_agent(config, args.config, verbose=args.verbose)
+    return run_agent(config, verbose=args.verbose)
 
 
 COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
@@ -208,12 +207,18 @@ COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
 
 
 def _setup_logging(config: Optional[Config], verbose: bool) -> None:
+    """certpull's own logger only: botocore's debug output would print secret payloads."""
     level_name = "debug" if verbose else (config.agent.log_level if config else "info")
-    logging.basicConfig(
-        level=getattr(logging, level_name.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(level_name.upper())
+
+
+def _status_unknown(args: argparse.Namespace, reason: str) -> int:
+    """`status` answers in its own format even when it cannot read its inputs."""
+    if getattr(args, "json", False):
+        print(json.dumps({"status": "UNKNOWN", "exit_code": UNKNOWN, "summary": reason}))
+    else:
+        print(f"CERTPULL UNKNOWN - {reason}")
+    return UNKNOWN
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -222,8 +227,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = _load(args.config)
     except ConfigError as exc:
+        if args.command == "status":
+            return _status_unknown(args, str(exc))
         print(f"certpull: {exc}", file=sys.stderr)
-        return UNKNOWN if args.command == "status" else EXIT_USAGE
+        return EXIT_USAGE
     if args.command != "run":
         _setup_logging(config, args.verbose)
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 from certpull.errors import ConfigError
+from certpull.windows import parse_windows
 
 DEFAULT_CONFIG_PATH = "/etc/certpull/certpull.conf"
 CERT_SECTION_PREFIX = "cert:"
@@ -52,6 +53,7 @@ class AgentConfig:
     event_splay_s: float = 5.0
     reload_command: Tuple[str, ...] = ("systemctl", "reload", "httpd")
     configtest_command: Tuple[str, ...] = ("apachectl", "configtest")
+    start_command: Tuple[str, ...] = ("systemctl", "start", "httpd")
     httpd_pid_file: Optional[str] = "/run/httpd/httpd.pid"
     command_timeout_s: float = 60.0
     live_dir: str = "/etc/pki/certpull"
@@ -375,9 +377,9 @@ def _parse_agent(section: _Section) -> AgentConfig:
     d = AgentConfig()
     day = 86400.0
     agent = AgentConfig(
-        poll_interval_s=section.convert("poll_interval_s", _number(10, 7 * day), d.poll_interval_s),
+        poll_interval_s=section.convert("poll_interval_s", _number(1, 7 * day), d.poll_interval_s),
         reconcile_interval_s=section.convert(
-            "reconcile_interval_s", _number(60, 7 * day), d.reconcile_interval_s
+            "reconcile_interval_s", _number(1, 7 * day), d.reconcile_interval_s
         ),
         startup_splay_s=section.convert("startup_splay_s", _number(0, 3600), d.startup_splay_s),
         max_backoff_s=section.convert("max_backoff_s", _number(5, day), d.max_backoff_s),
@@ -385,6 +387,7 @@ def _parse_agent(section: _Section) -> AgentConfig:
         event_splay_s=section.convert("event_splay_s", _number(0, 3600), d.event_splay_s),
         reload_command=section.convert("reload_command", _command, d.reload_command),
         configtest_command=section.convert("configtest_command", _command, d.configtest_command),
+        start_command=section.convert("start_command", _command, d.start_command),
         httpd_pid_file=section.convert("httpd_pid_file", _absolute_path, d.httpd_pid_file),
         command_timeout_s=section.convert(
             "command_timeout_s", _number(1, 3600), d.command_timeout_s
@@ -414,9 +417,7 @@ def _parse_agent(section: _Section) -> AgentConfig:
 
 
 def _install_window(value: str) -> str:
-    """Checked by the schedule's own parser so the grammar lives in one place."""
-    from certpull.windows import parse_windows  # pure module; imported late to keep this one light
-
+    """Checked by the windows module's own parser so the grammar lives in one place."""
     parse_windows(value)
     return value
 

@@ -26,8 +26,9 @@ from certpull.httpd import Httpd, VerifyTarget, wait_until_served
 from certpull.pem import first_cert_der
 from certpull.proc import CommandRunner
 from certpull.source import SecretSource
-from certpull.state import CertState, Installed, State, StateFile
+from certpull.state import CertState, Installed, Pending, State, StateFile
 from certpull.store import LiveDir
+from certpull.windows import InstallWindows, install_allowed
 
 log = logging.getLogger("certpull")
 
@@ -39,6 +40,7 @@ INSTALLED = "installed"  # a new certificate is installed, served and verified
 UNCHANGED = "unchanged"  # AWSCURRENT moved but carries the same certificate and key bytes
 WOULD_INSTALL = "would-install"  # dry run: this would be installed
 HELD = "held"  # the operator rolled this version back; waiting for a new one
+PENDING = "pending"  # validated, waiting for the install window
 FAILED = "failed"  # nothing changed on disk (or it was rolled back); see message
 
 
@@ -101,7 +103,12 @@ class Agent:
 
     # --- public passes -----------------------------------------------------------------------
 
-    def sync(self, names: Optional[Sequence[str]] = None, dry_run: bool = False) -> PassReport:
+    def sync(
+        self,
+        names: Optional[Sequence[str]] = None,
+        dry_run: bool = False,
+        windows: Optional[InstallWindows] = None,
+    ) -> PassReport:
         """One pass: check, fetch, validate, install, reload, verify; roll back what fails.
 
         1. Check: DescribeSecret per certificate. AWSCURRENT equal to the installed version with
@@ -110,6 +117,8 @@ class Agent:
         3. Validate (pure). A rejected secret leaves files, httpd and the served certificate as
            they were, and records a one-line reason.
         4. Compare bytes: a new version with the same certificate and key only records its id.
+           Outside the install `windows` (the daemon passes them; a manual sync does not) a new
+           version is pending, unless the installed certificate is invalid or expires soon.
         5. Install: stage and activate each changed certificate (one rename of `..data` each).
         6. Config test, once. On failure roll every certificate of this pass back.
         7. Graceful reload, once, if httpd runs; if httpd dies, roll everything back and reload.
@@ -118,12 +127,14 @@ class Agent:
         9. Save state.
         """
         certs = self._select(names)
+        for problem in self.recover_selected(certs):
+            log.warning("%s", problem)
         with self.state_file.lock():
             state = self.state_file.load()
             report = PassReport()
             candidates: List[_Candidate] = []
             for cert in certs:
-                outcome, candidate = self._prepare(cert, state, dry_run)  # (1)-(4)
+                outcome, candidate = self._prepare(cert, state, dry_run, windows)  # (1)-(4)
                 if candidate is not None:
                     candidates.append(candidate)
                 elif outcome is not None:
@@ -135,6 +146,57 @@ class Agent:
         for outcome in report.outcomes:
             self._log_outcome(outcome)
         return report
+
+    def recover(self) -> List[str]:
+        """At start: clean half-staged versions, restore links, make compat links. No AWS call."""
+        return self.recover_selected(self.config.certs)
+
+    def recover_selected(self, certs: Sequence[CertConfig]) -> List[str]:
+        problems = []
+        for cert in certs:
+            try:
+                live = self.live_dir_for(cert)
+                removed = live.recover()
+                if removed:
+                    log.info(
+                        "%s: recovered from an interrupted install (removed %s)",
+                        cert.name,
+                        ", ".join(removed),
+                    )
+                if live.current() is not None:
+                    self._compat_links(cert, live)
+            except StoreError as exc:
+                problems.append(
+                    f"{cert.name}: cannot recover {self.config.agent.live_dir}/{cert.name}: {exc}"
+                )
+        return problems
+
+    def repair(self, name: str) -> bool:
+        """Drift: someone changed the live files. Restore links locally (no AWS call, no reload:
+        httpd holds the certificate in memory). False when files themselves were edited: then
+        the next check republishes them from the secret."""
+        cert = self.config.cert(name)
+        live = self.live_dir_for(cert)
+        with self.state_file.lock():
+            problems = live.verify_links()
+            if not problems:
+                return True
+            log.warning(
+                "%s: drift: %s; restoring", name, "; ".join(problems), extra={"CERT_NAME": name}
+            )
+            live.repair()
+            if live.current() is not None:
+                self._compat_links(cert, live)
+            state = self.state_file.load()
+            cstate = state.cert(name)
+            cstate.drift_count += 1
+            cstate.last_drift_at = self.clock()
+            self.state_file.save(state)
+            return not live.verify_links()
+
+    def _compat_links(self, cert: CertConfig, live: LiveDir) -> None:
+        if cert.compat_links:
+            live.link_compat(dict(cert.compat_links))
 
     def rollback(self, name: str) -> Outcome:
         """Re-activate the previous version of one certificate, reload and verify it.
@@ -221,7 +283,7 @@ class Agent:
         return [self.config.cert(name) for name in names]
 
     def _prepare(
-        self, cert: CertConfig, state: State, dry_run: bool
+        self, cert: CertConfig, state: State, dry_run: bool, windows: Optional[InstallWindows]
     ) -> Tuple[Optional[Outcome], Optional[_Candidate]]:
         """Steps 1-4 for one certificate: an outcome when done, or a candidate to install."""
         cstate = state.cert(cert.name)
@@ -234,6 +296,7 @@ class Agent:
             )  # (1)
             if self._is_current(cert, cstate, live, version_id):
                 self._record_success(cstate, now, version_id)
+                cstate.pending = None
                 return Outcome(
                     cert.name, CURRENT, f"{cert.name}: current ({version_id})", version_id
                 ), None
@@ -245,10 +308,25 @@ class Agent:
                     f"{cert.name}: version {version_id} was rolled back by the operator; waiting for a new version",
                     version_id,
                 ), None
+            installed_not_after = self._installed_not_after(live)
+            allowed, why = install_allowed(
+                windows,
+                datetime.now(timezone.utc),
+                installed_not_after,
+                self.config.agent.urgent_before_expiry_days,
+                installed_valid=installed_not_after is not None,
+            )
+            if not allowed and cstate.pending and cstate.pending.version_id == version_id:
+                cstate.last_check_at = now
+                return Outcome(
+                    cert.name,
+                    PENDING,
+                    f"{cert.name}: version {version_id} is pending ({why})",
+                    version_id,
+                ), None
             value = self.source.fetch_current(
                 cert.secret_arn, cert.role_arn, cert.external_id
             )  # (2)
-            installed_not_after = self._installed_not_after(live)
             bundle = validate(  # (3)
                 value.secret_string, _policy(cert), datetime.now(timezone.utc), installed_not_after
             )
@@ -272,6 +350,20 @@ class Agent:
                 cert.name,
                 UNCHANGED,
                 f"{cert.name}: version {value.version_id} carries the installed certificate; nothing to do",
+                value.version_id,
+            ), None
+        if not allowed and not dry_run:
+            cstate.pending = Pending(
+                version_id=value.version_id,
+                serial=bundle.leaf.serial,
+                not_after=bundle.leaf.not_after.isoformat(),
+                found_at=now,
+            )
+            self._record_success(cstate, now, value.version_id)
+            return Outcome(
+                cert.name,
+                PENDING,
+                f"{cert.name}: version {value.version_id} validated; pending ({why})",
                 value.version_id,
             ), None
         if dry_run:
@@ -370,9 +462,16 @@ class Agent:
                 cand.problem = f"{reason}; rollback failed too: {exc}"
 
     def _restore_httpd(self) -> None:
-        """After a rollback, make httpd serve the old files again (a graceful also starts it)."""
+        """After a rollback, make httpd serve the old files again: reload it, or start it if the
+        bad reload killed it."""
         try:
-            self.httpd.graceful_reload()
+            if self.httpd.pid_file is not None and not self.httpd.is_running():
+                log.warning(
+                    "httpd is down after the failed reload; starting it with the previous files"
+                )
+                self.httpd.start()
+            else:
+                self.httpd.graceful_reload()
         except ReloadError as exc:
             log.error("httpd did not come back after the rollback: %s", exc)  # noqa: TRY400 - one line, no traceback
 
@@ -394,7 +493,9 @@ class Agent:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _is_current(self, cert: CertConfig, cstate: CertState, live: LiveDir, version_id: str) -> bool:
+    def _is_current(
+        self, cert: CertConfig, cstate: CertState, live: LiveDir, version_id: str
+    ) -> bool:
         """Installed == AWSCURRENT with intact live files. Broken links are repaired here;
         edited files or changed modes make the certificate not current, so the pass republishes."""
         installed = cstate.installed
@@ -561,6 +662,7 @@ def build_agent(config: Config) -> Agent:
         configtest_argv=agent_cfg.configtest_command,
         reload_argv=agent_cfg.reload_command,
         pid_file=agent_cfg.httpd_pid_file,
+        start_argv=agent_cfg.start_command,
     )
     return Agent(
         config,

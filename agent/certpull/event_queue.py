@@ -4,13 +4,16 @@ An adapter around an injected boto3 SQS client: long-poll receive, batch delete,
 turned into ``SourceError(transient=...)`` so the run loop backs off and keeps going. It knows
 nothing about what the messages mean (``events.py`` does).
 
-Sizing the event splay for a fleet: every host subscribed to one queue-per-host fan-out fetches
-the secret when an event arrives. Secrets Manager's GetSecretValue/DescribeSecret and the KMS
-Decrypt behind them are each limited to roughly 10,000 requests per second per account and
-region, so spread the fetches: ``event_splay_s >= hosts / 5,000`` keeps the fleet at half that
-limit (100,000 hosts -> at least 20 s; 10 s is the absolute floor that just reaches the limit).
-Throttled calls are retried by botocore with backoff, so an undersized splay slows the rollout
-rather than breaking it.
+Each host needs its own queue (SQS hands a message to one consumer): fan out through an SNS
+topic with one subscribed queue per host.
+
+Sizing ``event_splay_s`` for a fleet: when an event arrives, every host checks the secret within
+the splay (DescribeSecret, then GetSecretValue and the KMS Decrypt behind it). Secrets Manager
+and KMS each allow on the order of 10,000 requests per second per account and region, so the
+splay must spread the fleet below that: ``event_splay_s >= hosts / 10,000`` is the floor
+(100,000 hosts -> at least 10 s) and twice that leaves room for everything else in the account.
+The default of 5 s suits up to ~25,000 hosts. Throttled calls are retried by botocore with
+backoff, so an undersized splay slows the rollout rather than breaking it.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ they serve, after the new files are staged and activated on disk:
 
   1. ``Httpd.config_test()``: httpd parses the config with the new files. On failure: roll the
      files back, do not reload (httpd keeps serving the old certificate from memory).
-  2. ``Httpd.graceful_reload()``: finished requests pick up the new files; in-flight requests
+  2. ``Httpd.graceful_reload()``: new connections get the new files; in-flight requests
      complete. It then watches the main process for ``alive_grace_s``: a key that does not match
      its certificate passes the config test but makes httpd exit during the graceful (AH02565).
-     On failure: roll the files back and reload (start) again.
+     On failure: roll the files back and START httpd again. A reload does not always do that:
+     ``systemctl reload`` refuses an inactive unit, and ``httpd -k graceful`` only starts httpd
+     when the pid file's process is really gone (an unreaped zombie still takes the signal).
   3. ``wait_until_served()``: fresh TLS handshakes to the ``verify`` target return the new leaf
      (a graceful takes ~40-80 ms median, ~1 s worst, to reach new handshakes). On failure: roll
      back and reload again.
@@ -71,6 +73,7 @@ class Httpd:
         pid_file: Optional[str],
         *,
         alive_grace_s: float = DEFAULT_ALIVE_GRACE_S,
+        start_argv: Optional[Sequence[str]] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -83,6 +86,7 @@ class Httpd:
         self.reload_argv = tuple(reload_argv)
         self.pid_file = pid_file
         self.alive_grace_s = alive_grace_s
+        self.start_argv = tuple(start_argv) if start_argv else None
         self._clock = clock
         self._sleep = sleep
 
@@ -174,6 +178,24 @@ class Httpd:
             raise ReloadError(
                 f"httpd is not running after the graceful reload (no live process in {self.pid_file})"
             )
+
+    def start(self) -> None:
+        """Start a stopped httpd (after a rollback that followed its death on a bad reload).
+
+        A graceful reload cannot do this under systemd (`systemctl reload` refuses an inactive
+        unit), hence a separate command. Raises ReloadError when httpd is still not running after
+        ``alive_grace_s`` (only observable with a pid file).
+        """
+        if self.start_argv is None:
+            raise ReloadError("httpd is down and no start_command is configured")
+        self._runner.run(self.start_argv)
+        if self.pid_file is None:
+            return
+        started = self._clock()
+        while not self.is_running():
+            if self._clock() - started >= self.alive_grace_s:
+                raise ReloadError(f"httpd did not start (no live process in {self.pid_file})")
+            self._sleep(_POLL_INTERVAL_S)
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,6 @@ def setup_logging(
         old.close()
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     return logger

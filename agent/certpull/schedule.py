@@ -222,7 +222,8 @@ class Scheduler:
 
         Coalesces: while a trigger is pending, more triggers change nothing (no later time,
         no second run). A trigger overrides a backoff, since a new version may fix what
-        failed. Returns the time the check is due, or None for an unknown name.
+        failed. Returns the time the check is due, or None for an unknown name. How to size
+        the splay for a fleet: see ``event_queue.py``.
         """
         cert = self._certs.get(name)
         if cert is None:

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Iterator, Mapping, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Type, TypeVar
 
 from certpull.errors import StoreError
 
@@ -186,6 +186,14 @@ class StateFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise StoreError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def update(self, change: Callable[[State], None]) -> State:
+        """Load, change and save under the lock (the daemon's heartbeat, status fields)."""
+        with self.lock():
+            state = self.load()
+            change(state)
+            self.save(state)
+            return state
 
     @contextlib.contextmanager
     def lock(self, timeout_s: float = 120.0, sleep: Any = time.sleep) -> Iterator[None]:

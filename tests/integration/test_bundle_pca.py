@@ -13,13 +13,14 @@ from typing import Any, Dict, Iterator, Tuple
 
 import boto3
 import pytest
-from certpull.bundle import BundlePolicy, validate
-from certpull.errors import BundleError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
+
+from certpull.bundle import BundlePolicy, validate
+from certpull.errors import BundleError
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +121,8 @@ def test_pca_issued_leaf_validates(pca: Tuple[Any, str], key_factory: Any) -> No
     secret = _issue(pca, key_factory())
     bundle = validate(json.dumps(secret), WWW, _now())
     assert bundle.cert_pem.decode() == secret["CERTIFICATE_PEM"].strip() + "\n"
-    assert bundle.chain_pem == b""  # the PCA's chain is its self-signed root: dropped by default
+    # The PCA root issued the leaf directly: it stays, because mod_ssl refuses an empty chain file.
+    assert bundle.chain_pem.decode() == secret["CERTIFICATE_CHAIN_PEM"].strip() + "\n"
     assert bundle.leaf.names == ("www.example.com", "127.0.0.1")
     assert bundle.certificate_arn == secret["CERTIFICATE_ARN"]
     kept = validate(

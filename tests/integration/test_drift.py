@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+
 from certpull.drift import CONFIG_KEY, DriftWatcher
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from typing import Any, Dict, List
 
 import botocore.config
 import pytest
+
 from certpull.errors import SourceError
 from certpull.event_queue import EventQueue, QueueMessage
 from certpull.events import LABEL_UPDATED, ROTATION_SUCCEEDED, match_certs, parse_message
-
 from tests.aws_local import LocalAws
 
 pytestmark = pytest.mark.integration

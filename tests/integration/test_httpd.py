@@ -6,6 +6,7 @@ import hashlib
 from typing import Iterator
 
 import pytest
+
 from certpull.errors import CommandError, ReloadError
 from certpull.httpd import (
     DEFAULT_ALIVE_GRACE_S,
@@ -15,7 +16,6 @@ from certpull.httpd import (
     wait_until_served,
 )
 from certpull.proc import CommandRunner
-
 from tests.apache import ApacheFactory, ApacheInstance, apache_factory, free_port
 from tests.pki import Issued, Pki
 
@@ -45,27 +45,27 @@ def apaches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheFactory]
 
 
 @pytest.fixture
-def apache(apaches: ApacheFactory, pki: Pki, old: Issued) -> ApacheInstance:
+def server(apaches: ApacheFactory, pki: Pki, old: Issued) -> ApacheInstance:
     return apaches.started(pki, old)
 
 
-def httpd_for(apache: ApacheInstance, alive_grace_s: float = DEFAULT_ALIVE_GRACE_S) -> Httpd:
+def httpd_for(server: ApacheInstance, alive_grace_s: float = DEFAULT_ALIVE_GRACE_S) -> Httpd:
     runner = CommandRunner(default_timeout_s=30)
     return Httpd(
         runner,
-        apache.configtest_argv(),
-        apache.reload_argv(),
-        str(apache.pid_file),
+        server.configtest_argv(),
+        server.reload_argv(),
+        str(server.pid_file),
         alive_grace_s=alive_grace_s,
     )
 
 
-def test_fetch_served_leaf_returns_the_installed_leaf(apache: ApacheInstance, old: Issued) -> None:
+def test_fetch_served_leaf_returns_the_installed_leaf(server: ApacheInstance, old: Issued) -> None:
     expected = old.der
-    assert fetch_served_leaf(apache.target(), 5.0) == expected
+    assert fetch_served_leaf(server.target(), 5.0) == expected
     # Without SNI (an IP target and no server name) the same vhost answers.
-    assert fetch_served_leaf(VerifyTarget("127.0.0.1", apache.port, None), 5.0) == expected
-    assert apache.http_get("/index.html") == "<h1>certpull test</h1>\n"
+    assert fetch_served_leaf(VerifyTarget("127.0.0.1", server.port, None), 5.0) == expected
+    assert server.http_get("/index.html") == "<h1>certpull test</h1>\n"
 
 
 def test_fetch_served_leaf_names_the_target_when_nothing_listens() -> None:
@@ -76,103 +76,103 @@ def test_fetch_served_leaf_names_the_target_when_nothing_listens() -> None:
         fetch_served_leaf(target, 2.0)
 
 
-def test_config_test_passes_on_a_good_config(apache: ApacheInstance) -> None:
-    httpd_for(apache).config_test()
+def test_config_test_passes_on_a_good_config(server: ApacheInstance) -> None:
+    httpd_for(server).config_test()
 
 
-def test_config_test_failure_names_the_line_and_the_reason(apache: ApacheInstance) -> None:
-    apache.write_config(["NoSuchDirective on"])
+def test_config_test_failure_names_the_line_and_the_reason(server: ApacheInstance) -> None:
+    server.write_config(["NoSuchDirective on"])
     with pytest.raises(ReloadError) as caught:
-        httpd_for(apache).config_test()
+        httpd_for(server).config_test()
     err = caught.value
     assert isinstance(err, CommandError)
     assert err.returncode == 1
-    assert err.argv == apache.configtest_argv()
-    line = apache.conf_path.read_text().splitlines().index("  NoSuchDirective on") + 1
-    where = f"AH00526: Syntax error on line {line} of {apache.conf_path}"
+    assert err.argv == server.configtest_argv()
+    line = server.conf_path.read_text().splitlines().index("  NoSuchDirective on") + 1
+    where = f"AH00526: Syntax error on line {line} of {server.conf_path}"
     assert f"{where}: Invalid command 'NoSuchDirective'" in str(err)
-    assert apache.is_running(), "a config test must not touch the running httpd"
+    assert server.is_running(), "a config test must not touch the running httpd"
 
 
-def test_config_test_fails_when_a_certificate_file_is_missing(apache: ApacheInstance) -> None:
-    (apache.cert_dir / "cert.pem").unlink()
+def test_config_test_fails_when_a_certificate_file_is_missing(server: ApacheInstance) -> None:
+    (server.cert_dir / "cert.pem").unlink()
     with pytest.raises(
         ReloadError, match=r"SSLCertificateFile: file '.*/cert.pem' does not exist or is empty"
     ):
-        httpd_for(apache).config_test()
+        httpd_for(server).config_test()
 
 
 def test_graceful_reload_switches_the_served_leaf(
-    apache: ApacheInstance, pki: Pki, old: Issued, new: Issued
+    server: ApacheInstance, pki: Pki, old: Issued, new: Issued
 ) -> None:
-    httpd = httpd_for(apache)
+    httpd = httpd_for(server)
     pid = httpd.main_pid()
     for leaf in (new, old, new):
-        apache.install_issued(pki, leaf)
+        server.install_issued(pki, leaf)
         httpd.config_test()
         httpd.graceful_reload()
-        waited = wait_until_served(apache.target(), leaf.der, SERVE_TIMEOUT_S)
+        waited = wait_until_served(server.target(), leaf.der, SERVE_TIMEOUT_S)
         assert waited >= 0
-        assert apache.served_leaf_der() == leaf.der
+        assert server.served_leaf_der() == leaf.der
         assert httpd.main_pid() == pid, "a graceful reload keeps the main process"
-    assert apache.http_get() == "<h1>certpull test</h1>\n"
+    assert server.http_get() == "<h1>certpull test</h1>\n"
 
 
 def test_mismatched_key_passes_config_test_but_graceful_kills_httpd(
-    apache: ApacheInstance, pki: Pki, old: Issued, new: Issued
+    server: ApacheInstance, pki: Pki, old: Issued, new: Issued
 ) -> None:
     # The case the agent must catch itself before touching disk; here we prove why.
-    apache.install_issued(pki, new, key_of=old)
-    httpd = httpd_for(apache)
+    server.install_issued(pki, new, key_of=old)
+    httpd = httpd_for(server)
     httpd.config_test()  # passes: -t does not pair keys with certificates
     with pytest.raises(ReloadError, match=r"^httpd stopped after the graceful reload"):
         httpd.graceful_reload()
     assert not httpd.is_running()
-    assert "AH02565" in apache.error_log.read_text()
+    assert "AH02565" in server.error_log.read_text()
     with pytest.raises(ReloadError, match="Connection refused"):
-        fetch_served_leaf(apache.target(), 2.0)
+        fetch_served_leaf(server.target(), 2.0)
 
 
 def test_wait_until_served_times_out_on_the_old_leaf(
-    apache: ApacheInstance, old: Issued, new: Issued
+    server: ApacheInstance, old: Issued, new: Issued
 ) -> None:
     with pytest.raises(ReloadError) as caught:
-        wait_until_served(apache.target(), new.der, 0.3)
+        wait_until_served(server.target(), new.der, 0.3)
     message = str(caught.value)
     assert message.startswith(
-        f"127.0.0.1:{apache.port} does not serve the new certificate after 0.3 s"
+        f"127.0.0.1:{server.port} does not serve the new certificate after 0.3 s"
     )
     assert hashlib.sha256(old.der).hexdigest()[:16] in message
     assert hashlib.sha256(new.der).hexdigest()[:16] in message
 
 
-def test_wait_until_served_reports_a_stopped_httpd(apache: ApacheInstance, old: Issued) -> None:
-    apache.stop()
+def test_wait_until_served_reports_a_stopped_httpd(server: ApacheInstance, old: Issued) -> None:
+    server.stop()
     with pytest.raises(ReloadError, match="Connection refused"):
-        wait_until_served(apache.target(), old.der, 0.3)
+        wait_until_served(server.target(), old.der, 0.3)
 
 
 def test_httpd_stays_alive_over_many_good_reloads(
-    apache: ApacheInstance, pki: Pki, old: Issued, new: Issued
+    server: ApacheInstance, pki: Pki, old: Issued, new: Issued
 ) -> None:
-    httpd = httpd_for(apache, alive_grace_s=0.25)  # measured death: <= 8 ms after the command
+    httpd = httpd_for(server, alive_grace_s=0.25)  # measured death: <= 8 ms after the command
     leaves = [old, new]
     for i in range(6):
         leaf = leaves[i % 2]
-        apache.install_issued(pki, leaf)
+        server.install_issued(pki, leaf)
         httpd.graceful_reload()
-        wait_until_served(apache.target(), leaf.der, SERVE_TIMEOUT_S)
+        wait_until_served(server.target(), leaf.der, SERVE_TIMEOUT_S)
     assert httpd.is_running()
-    assert "AH00020" not in apache.error_log.read_text()  # "Configuration Failed, exiting"
+    assert "AH00020" not in server.error_log.read_text()  # "Configuration Failed, exiting"
 
 
-def test_graceful_reload_with_a_failing_command_is_a_reload_error(apache: ApacheInstance) -> None:
+def test_graceful_reload_with_a_failing_command_is_a_reload_error(server: ApacheInstance) -> None:
     # -k graceful runs the config test itself first; a bad config makes the command fail and
     # leaves the running httpd alone.
-    apache.write_config(["NoSuchDirective on"])
+    server.write_config(["NoSuchDirective on"])
     with pytest.raises(CommandError, match="Invalid command 'NoSuchDirective'"):
-        httpd_for(apache).graceful_reload()
-    assert apache.is_running()
+        httpd_for(server).graceful_reload()
+    assert server.is_running()
 
 
 def test_apache_instances_are_stopped_by_the_factory(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+
 from certpull.notify import Notifier, socket_backend, systemd_backend
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Counter, Dict, List, Set
 
-import certpull
 import pytest
+
+import certpull
 from certpull.store import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, LiveDir, is_version_name
 
 WORKER = Path(__file__).resolve().parent.parent / "store_crash_worker.py"

@@ -13,7 +13,13 @@ import pytest
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy
-from tests.bad_secrets import DEFAULT_POLICY, BadCase, ValidCase, bad_secret_cases, valid_secret_cases
+from tests.bad_secrets import (
+    DEFAULT_POLICY,
+    BadCase,
+    ValidCase,
+    bad_secret_cases,
+    valid_secret_cases,
+)
 from tests.pki import Pki
 from tests.site import Site, contains_key_material, modes
 
@@ -55,7 +61,9 @@ def test_first_install_lays_out_atomic_links_with_private_key_mode(site: Site) -
     assert stat.S_IMODE(site.state_dir.stat().st_mode) == 0o700
 
 
-def test_unchanged_secret_is_a_no_op_without_get_secret_value_or_reload(site: Site, aws_proxy: AwsProxy) -> None:
+def test_unchanged_secret_is_a_no_op_without_get_secret_value_or_reload(
+    site: Site, aws_proxy: AwsProxy
+) -> None:
     before_files, before_reloads = site.live_bytes(), site.reloads()
     done = site.certpull("sync")
     assert done.returncode == 0, done.stderr
@@ -65,7 +73,9 @@ def test_unchanged_secret_is_a_no_op_without_get_secret_value_or_reload(site: Si
     assert site.live_bytes() == before_files
 
 
-def test_rotation_is_installed_reloaded_served_and_shown_in_status(site: Site, aws_proxy: AwsProxy) -> None:
+def test_rotation_is_installed_reloaded_served_and_shown_in_status(
+    site: Site, aws_proxy: AwsProxy
+) -> None:
     reloads = site.reloads()
     leaf_b = site.pki.leaf(slot=1)
     version_b = site.put(leaf_b)
@@ -138,7 +148,9 @@ def test_config_test_failure_rolls_back_without_reload(site: Site) -> None:
     assert site.served_der() == site.first_leaf.der  # type: ignore[attr-defined]
 
 
-def test_rollback_command_reactivates_previous_and_holds_the_version(site: Site, aws_proxy: AwsProxy) -> None:
+def test_rollback_command_reactivates_previous_and_holds_the_version(
+    site: Site, aws_proxy: AwsProxy
+) -> None:
     leaf_b = site.pki.leaf(slot=1)
     version_b = site.put(leaf_b)
     assert site.certpull("sync").returncode == 0
@@ -163,7 +175,9 @@ def test_rollback_command_reactivates_previous_and_holds_the_version(site: Site,
 def test_verify_command_compares_served_and_installed(site: Site) -> None:
     done = site.certpull("verify")
     assert done.returncode == 0, done.stdout
-    site.apache.install_issued(site.pki, site.pki.leaf(slot=4))  # someone else's files, then a reload
+    site.apache.install_issued(
+        site.pki, site.pki.leaf(slot=4)
+    )  # someone else's files, then a reload
     site.apache.stop()
     site.apache.start()
     done = site.certpull("verify")
@@ -189,7 +203,11 @@ _TABLE_PKI = Pki()
 
 
 def _default_policy_valid_cases(pki: Pki) -> List[ValidCase]:
-    return [c for c in valid_secret_cases(pki) if c.policy == DEFAULT_POLICY and c.installed_not_after is None]
+    return [
+        c
+        for c in valid_secret_cases(pki)
+        if c.policy == DEFAULT_POLICY and c.installed_not_after is None
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +220,9 @@ def shared_site(
     matter; the downgrade refusal itself is tested in the unit table.
     """
     proxy = AwsProxy(local_aws.endpoint_url).start()
-    site = Site(tmp_path_factory.mktemp("shared-site"), local_aws, proxy, apache_session.new(), _TABLE_PKI)
+    site = Site(
+        tmp_path_factory.mktemp("shared-site"), local_aws, proxy, apache_session.new(), _TABLE_PKI
+    )
     site.cert_options["allow_downgrade"] = "yes"
     site.first_leaf = _TABLE_PKI.leaf(slot=7)  # type: ignore[attr-defined]
     site.create_secret(site.first_leaf)  # type: ignore[attr-defined]

@@ -8,6 +8,9 @@ import re
 from typing import List
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
 from certpull.bundle import (
     FILE_NAMES,
     KEY_FILE,
@@ -19,9 +22,6 @@ from certpull.bundle import (
     validate,
 )
 from certpull.errors import BundleError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-
 from tests.bad_secrets import (
     DEFAULT_POLICY,
     BadCase,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+
 from certpull import events
 from certpull.events import SecretEvent, match_certs, parse_message
 

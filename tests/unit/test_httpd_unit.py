@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
+
 from certpull.errors import CommandError, ReloadError
 from certpull.httpd import (
     ConfigTestError,
@@ -22,7 +23,6 @@ from certpull.httpd import (
     wait_until_served,
 )
 from certpull.proc import CommandResult, CommandRunner
-
 from tests.pki import Pki
 
 # A pid no process can have (above Linux's PID_MAX_LIMIT of 2**22): signal 0 answers ESRCH.

@@ -9,6 +9,7 @@ import tempfile
 from typing import Any, Dict, Iterator, List
 
 import pytest
+
 from certpull.logs import cert_fields, journal_stream_matches, setup_logging
 
 ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:www-tls-AbCdEf"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
 from certpull.errors import CommandError, ReloadError
 from certpull.proc import CommandResult, CommandRunner, split_command
 

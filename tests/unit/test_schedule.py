@@ -6,6 +6,7 @@ import random
 import statistics
 
 import pytest
+
 from certpull.schedule import Backoff, Scheduler, ScheduleSnapshot
 
 

@@ -6,7 +6,12 @@ from typing import Any, Iterator, Optional, Tuple
 
 import boto3
 import pytest
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 from botocore.stub import Stubber
 
 from certpull.errors import SourceError
@@ -60,7 +65,10 @@ def test_fetch_current_asks_for_awscurrent_explicitly(stubbed: Any) -> None:
     ("response", "message"),
     [
         ({"ARN": ARN, "VersionIdsToStages": {V1: ["AWSPENDING"]}}, "has no AWSCURRENT version"),
-        ({"ARN": ARN, "DeletedDate": "2026-01-01T00:00:00Z", "VersionIdsToStages": {}}, "scheduled for deletion"),
+        (
+            {"ARN": ARN, "DeletedDate": "2026-01-01T00:00:00Z", "VersionIdsToStages": {}},
+            "scheduled for deletion",
+        ),
     ],
 )
 def test_describe_secret_refusals_are_permanent(stubbed: Any, response: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -93,14 +101,26 @@ CLIENT_ERRORS = [
     ("ResourceNotFoundException", 400, "not found", False, "secret not found"),
     ("DecryptionFailure", 400, "kms", False, "cannot decrypt the secret"),
     ("KMSDisabledException", 400, "", False, "KMS key is disabled"),
-    ("InvalidRequestException", 400, "You can't perform this operation on the secret because it was marked for deletion.", False, "scheduled for deletion"),
+    (
+        "InvalidRequestException",
+        400,
+        "You can't perform this operation on the secret because it was marked for deletion.",
+        False,
+        "scheduled for deletion",
+    ),
     ("InvalidParameterException", 400, "bad", False, "InvalidParameterException: bad"),
     ("ExpiredTokenException", 400, "expired", True, "ExpiredTokenException"),
 ]
 
 
-@pytest.mark.parametrize(("code", "status", "msg", "transient", "fragment"), CLIENT_ERRORS, ids=[c[0] for c in CLIENT_ERRORS])
-def test_client_errors_are_classified(stubbed: Any, code: str, status: int, msg: str, transient: bool, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "status", "msg", "transient", "fragment"),
+    CLIENT_ERRORS,
+    ids=[c[0] for c in CLIENT_ERRORS],
+)
+def test_client_errors_are_classified(
+    stubbed: Any, code: str, status: int, msg: str, transient: bool, fragment: str
+) -> None:
     source, stub, _ = stubbed
     stub.add_client_error("describe_secret", code, msg, status)
     with pytest.raises(SourceError) as info:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 import pytest
+
 from certpull.errors import StoreError
 from certpull.store import (
     DATA_LINK,

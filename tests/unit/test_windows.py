@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Optional
 
 import pytest
+
 from certpull.windows import InstallWindows, install_allowed, parse_windows
 
 UTC = dt.timezone.utc

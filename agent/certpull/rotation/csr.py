@@ -7,7 +7,7 @@ SAN extension with the CN in it; ACM PCA copies the CSR's SAN into the certifica
 from __future__ import annotations
 
 import ipaddress
-from typing import List, Sequence
+from typing import Callable, Dict, List, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,7 +15,11 @@ from cryptography.x509.oid import NameOID
 
 from certpull.rotation.keys import PrivateKey
 
-_HASHES = {"SHA256": hashes.SHA256, "SHA384": hashes.SHA384, "SHA512": hashes.SHA512}
+_HASHES: Dict[str, Callable[[], Union[hashes.SHA256, hashes.SHA384, hashes.SHA512]]] = {
+    "SHA256": hashes.SHA256,
+    "SHA384": hashes.SHA384,
+    "SHA512": hashes.SHA512,
+}
 
 
 def build_csr(key: PrivateKey, common_name: str, names: Sequence[str], hash_name: str) -> bytes:

@@ -265,7 +265,9 @@ def _key_spec(doc: Mapping[str, Any]) -> KeySpec:
     size = None if size_value is None else _integer(size_value, "KEY_SIZE")
     if algorithm == "RSA":
         if size is None:
-            raise ConfigError("is missing from the secret's JSON (TYPE_RSA needs it)", key="KEY_SIZE")
+            raise ConfigError(
+                "is missing from the secret's JSON (TYPE_RSA needs it)", key="KEY_SIZE"
+            )
         if size not in RSA_SIZES:
             raise ConfigError(
                 f"{size} is not supported for TYPE_RSA; use one of "
@@ -301,9 +303,7 @@ def _key_spec(doc: Mapping[str, Any]) -> KeySpec:
 def _hash_name(value: Any, key: str) -> str:
     name = value.strip().upper().replace("-", "") if isinstance(value, str) else ""
     if name not in HASHES:
-        raise ConfigError(
-            f"{value!r} is not supported; use sha256, sha384 or sha512", key=key
-        )
+        raise ConfigError(f"{value!r} is not supported; use sha256, sha384 or sha512", key=key)
     return name
 
 

@@ -1,0 +1,496 @@
+"""The RPM, the systemd unit and the CloudFormation templates, checked with the real tools.
+
+The RPM is built once per module (packaging/build-rpm.sh, ~10 s) and installed into scratch roots
+with Debian's rpm; the installed tree is run with a CPython 3.9, the interpreter it is built for.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+import certpull
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "certpull.service"
+SPEC = REPO / "packaging" / "rpm" / "certpull.spec"
+RPMLINTRC = REPO / "packaging" / "rpm" / "certpull.rpmlintrc"
+REQUIREMENTS = REPO / "packaging" / "rpm" / "requirements.txt"
+MACROS_FALLBACK = REPO / "packaging" / "rpm" / "macros.fallback"
+TEMPLATES = REPO / "packaging" / "cloudformation"
+DEFAULT_CONFIG = REPO / "packaging" / "certpull.conf"
+LIB = "/usr/lib/certpull"
+
+
+def run(argv: List[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300, **kwargs)
+
+
+def find_python39() -> str:
+    """The CPython 3.9 the installed tree runs on (AL2023's /usr/bin/python3 is 3.9)."""
+    candidates = [
+        os.environ.get("PYTHON39", ""),
+        "/usr/bin/python3",
+        shutil.which("python3.9") or "",
+        *sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            probe = run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"])
+            if probe.stdout.strip() == "True":
+                return candidate
+    pytest.fail("no CPython 3.9 found (set PYTHON39): build-rpm.sh needs one as well")
+
+
+def rpm_install(root: Path, package: Path, *extra: str) -> None:
+    argv = ["rpm", "--root", str(root), "--nodeps", "--noscripts"]
+    if "--force-debian" in run(["rpm", "--help"]).stdout:
+        argv.append("--force-debian")  # Debian's rpm refuses to install otherwise
+    result = run([*argv, *extra, str(package)])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def python39() -> str:
+    return find_python39()
+
+
+@pytest.fixture(scope="module")
+def package() -> Path:
+    # This interpreter has pip (build-rpm.sh downloads the pinned wheels with it).
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = run(["bash", str(REPO / "packaging" / "build-rpm.sh")], cwd=REPO, env=env)
+    assert result.returncode == 0, f"build-rpm.sh failed:\n{result.stdout}\n{result.stderr}"
+    built = REPO / result.stdout.strip().splitlines()[-1]
+    assert built.is_file(), result.stdout
+    return built
+
+
+@pytest.fixture(scope="module")
+def listed(package: Path) -> List[str]:
+    result = run(["rpm", "-qpl", str(package)])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def installed_root(package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rpmroot")
+    rpm_install(root, package, "-ivh")
+    return root
+
+
+def run_installed(python39: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # The launcher's shebang is "/usr/bin/python3 -I": run it the same way, with a 3.9.
+    return run([python39, "-I", str(root / "usr/bin/certpull"), *args])
+
+
+def query(package: Path, queryformat: str) -> str:
+    result = run(["rpm", "-qp", "--qf", queryformat, str(package)])
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- the package --------------------------------------------------------------------------------
+
+
+def test_default_config_exists_for_the_spec() -> None:
+    # The spec installs packaging/certpull.conf as %config(noreplace) /etc/certpull/certpull.conf.
+    assert DEFAULT_CONFIG.is_file()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/usr/bin/certpull",
+        "/etc/certpull/certpull.conf",
+        "/etc/pki/certpull",
+        "/var/lib/certpull",
+        "/usr/lib/systemd/system/certpull.service",
+        "/usr/share/licenses/certpull/LICENSE",
+        "/usr/share/doc/certpull/packaging.md",
+        f"{LIB}/agent/certpull/__init__.py",
+        f"{LIB}/agent/certpull/cli.py",
+        f"{LIB}/agent/certpull/__pycache__/cli.cpython-39.pyc",
+        f"{LIB}/site-packages/boto3/__init__.py",
+        f"{LIB}/site-packages/botocore/__pycache__/session.cpython-39.pyc",
+        f"{LIB}/site-packages/cryptography/x509/verification.py",
+        f"{LIB}/site-packages/watchdog/observers/inotify.py",
+    ],
+)
+def test_package_lists_file(listed: List[str], path: str) -> None:
+    assert path in listed
+
+
+def test_package_ships_no_foreign_bytecode_or_scripts(listed: List[str]) -> None:
+    foreign = [p for p in listed if p.endswith(".pyc") and ".cpython-39." not in p]
+    assert foreign == []
+    assert not [p for p in listed if p.startswith(f"{LIB}/site-packages/bin")]
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "flags"),
+    [
+        ("/etc/certpull/certpull.conf", "-rw-r--r--", "cn"),  # %config(noreplace)
+        ("/var/lib/certpull", "drwx------", ""),
+        ("/etc/pki/certpull", "drwxr-xr-x", ""),
+        ("/usr/bin/certpull", "-rwxr-xr-x", ""),
+    ],
+)
+def test_package_file_modes_and_flags(package: Path, path: str, mode: str, flags: str) -> None:
+    rows = query(package, "[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]")
+    found = {}
+    for row in rows.splitlines():
+        parts = row.split(" ")
+        # fflags is empty for plain files: "perms  path"
+        found[parts[-1]] = (parts[0], parts[1] if len(parts) == 3 else "")
+    assert found[path] == (mode, flags)
+
+
+def test_package_metadata(package: Path) -> None:
+    assert query(package, "%{VERSION}") == certpull.__version__
+    assert query(package, "%{ARCH}") in ("x86_64", "aarch64")
+    assert package.name.startswith(f"certpull-{certpull.__version__}-1")
+    requires = query(package, "[%{REQUIRENAME} %{REQUIREFLAGS:depflags} %{REQUIREVERSION}\n]")
+    assert "python(abi) = 3.9" in requires.splitlines()
+    assert "python3-systemd" in query(package, "[%{RECOMMENDNAME}\n]").splitlines()
+
+
+def test_package_scriptlets_manage_the_service(package: Path) -> None:
+    scripts = run(["rpm", "-qp", "--scripts", str(package)]).stdout
+    assert "preset certpull.service" in scripts
+    assert "disable --now certpull.service" in scripts
+    assert "try-restart certpull.service" in scripts
+
+
+def test_bundled_provides_match_pinned_requirements() -> None:
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", REQUIREMENTS.read_text(), re.MULTILINE))
+    provides = dict(
+        re.findall(
+            r"^Provides:\s+bundled\(python3dist\(([^)]+)\)\) = (\S+)$", SPEC.read_text(), re.M
+        )
+    )
+    assert provides == pins
+
+
+def test_rpmlint_is_clean_with_the_checked_in_filters(package: Path) -> None:
+    result = run(["rpmlint", "-r", str(RPMLINTRC), str(package)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 errors, 0 warnings" in result.stdout
+
+
+def test_fallback_macros_expand_to_valid_scriptlets() -> None:
+    for macro, expected in [
+        ("%{_unitdir}", "/usr/lib/systemd/system"),
+        ("%{systemd_post certpull.service}", "preset certpull.service"),
+        ("%{systemd_preun certpull.service}", "disable --now certpull.service"),
+        ("%{systemd_postun_with_restart certpull.service}", "try-restart certpull.service"),
+    ]:
+        result = run(["rpm", "--load", str(MACROS_FALLBACK), "--eval", macro])
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+        assert run(["sh", "-n", "-c", result.stdout]).returncode == 0
+
+
+# --- the installed tree -------------------------------------------------------------------------
+
+
+def test_installed_version(installed_root: Path, python39: str) -> None:
+    result = run_installed(python39, installed_root, "--version")
+    assert result.returncode == 0, result.stderr
+    assert certpull.__version__ in result.stdout + result.stderr
+
+
+def test_installed_check_config_accepts_default_config(installed_root: Path, python39: str) -> None:
+    config = installed_root / "etc/certpull/certpull.conf"
+    result = run_installed(python39, installed_root, "-c", str(config), "check-config")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_installed_tree_runs_on_bundled_libraries(installed_root: Path, python39: str) -> None:
+    lib = installed_root / LIB.lstrip("/")
+    probe = (
+        "import sys; sys.dont_write_bytecode = True\n"
+        f"sys.path[0:0] = [{str(lib / 'agent')!r}, {str(lib / 'site-packages')!r}]\n"
+        "import boto3, botocore, certpull, cryptography.x509.verification, watchdog.observers\n"
+        "for m in (boto3, botocore, certpull, cryptography, watchdog): print(m.__file__)\n"
+    )
+    result = run([python39, "-I", "-c", probe])
+    assert result.returncode == 0, result.stderr
+    for line in result.stdout.splitlines():
+        assert line.startswith(str(lib)), line
+
+
+def test_installed_bytecode_is_hash_checked_for_python39(
+    installed_root: Path, python39: str
+) -> None:
+    # checked-hash pycs stay valid whatever mtimes rpm records; the service cannot write new ones.
+    lib = installed_root / LIB.lstrip("/")
+    pycs = [
+        lib / "agent/certpull/__pycache__/cli.cpython-39.pyc",
+        lib / "site-packages/boto3/__pycache__/session.cpython-39.pyc",
+    ]
+    probe = (
+        "import importlib.util, sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    head = open(p, 'rb').read(8)\n"
+        "    flags = int.from_bytes(head[4:8], 'little')\n"
+        "    print(head[:4] == importlib.util.MAGIC_NUMBER and flags == 0b11)\n"
+    )
+    result = run([python39, "-I", "-c", probe, *map(str, pycs)])
+    assert result.stdout.split() == ["True"] * len(pycs), result.stderr
+
+
+def test_upgrade_over_itself_keeps_modified_config(package: Path, tmp_path: Path) -> None:
+    rpm_install(tmp_path, package, "-ivh")
+    config = tmp_path / "etc/certpull/certpull.conf"
+    edited = config.read_text() + "\n; edited by the operator\n"
+    config.write_text(edited)
+    damaged = tmp_path / LIB.lstrip("/") / "agent/certpull/__init__.py"
+    damaged.unlink()
+
+    rpm_install(tmp_path, package, "-Uvh", "--replacepkgs")
+
+    assert config.read_text() == edited
+    assert damaged.is_file()  # the upgrade did reinstall the package's files
+    assert not list(config.parent.glob("certpull.conf.rpm*"))
+
+
+# --- the systemd unit ---------------------------------------------------------------------------
+
+
+def unit_entries() -> List[Tuple[str, str, str]]:
+    section, entries = "", []
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.append((section, key, value))
+    return entries
+
+
+def unit_values(section: str, key: str) -> List[str]:
+    return [v for s, k, v in unit_entries() if (s, k) == (section, key)]
+
+
+@pytest.fixture
+def checkable_unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at a binary that exists here (verify checks that)."""
+    true = shutil.which("true")
+    assert true
+    copy = tmp_path / "certpull.service"
+    copy.write_text(UNIT.read_text().replace("ExecStart=/usr/bin/certpull", f"ExecStart={true}"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("Unit", "After", "network-online.target"),
+        ("Unit", "Wants", "network-online.target"),
+        ("Unit", "Before", "httpd.service"),
+        ("Service", "Type", "notify"),
+        ("Service", "NotifyAccess", "main"),
+        ("Service", "WatchdogSec", "60"),
+        ("Service", "Restart", "on-failure"),
+        ("Service", "ExecStart", "/usr/bin/certpull run"),
+        ("Service", "StateDirectory", "certpull"),
+        ("Service", "StateDirectoryMode", "0700"),
+        ("Install", "WantedBy", "multi-user.target"),
+    ],
+)
+def test_unit_declares(section: str, key: str, value: str) -> None:
+    assert value in unit_values(section, key)
+
+
+@pytest.mark.parametrize(
+    ("key", "needed", "why"),
+    [
+        ("ReadWritePaths", "/etc/pki/certpull", "the live directory"),
+        ("ReadWritePaths", "-/etc/pki/tls", "compat links, when that directory exists"),
+        ("RestrictAddressFamilies", "AF_UNIX", "systemctl reload over systemd's socket; sd_notify"),
+        ("RestrictAddressFamilies", "AF_INET", "AWS endpoints and the loopback TLS check"),
+        ("RestrictAddressFamilies", "AF_INET6", "AWS endpoints over IPv6"),
+        ("CapabilityBoundingSet", "CAP_CHOWN", "key_owner / key_group"),
+        ("SystemCallFilter", "@chown", "key_owner / key_group"),
+    ],
+)
+def test_unit_sandbox_still_allows(key: str, needed: str, why: str) -> None:
+    words = " ".join(unit_values("Service", key)).split()
+    assert needed in words, why
+
+
+def test_unit_sandbox_does_not_block_reload() -> None:
+    # systemctl needs systemd's socket and the reload runs httpd's own unit outside this sandbox:
+    # no private network, no user namespace that would hide root from systemd.
+    for key in ("PrivateNetwork", "PrivateUsers", "IPAddressDeny"):
+        assert unit_values("Service", key) == [], key
+
+
+def test_unit_verifies_clean(checkable_unit: Path) -> None:
+    result = run(["systemd-analyze", "verify", str(checkable_unit)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_unit_security_exposure_is_at_most_2_5(checkable_unit: Path) -> None:
+    result = run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=25", str(checkable_unit)]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout
+    assert float(match.group(1)) <= 2.5
+
+
+# --- CloudFormation -----------------------------------------------------------------------------
+
+
+def cfn_lint() -> str:
+    for candidate in (Path(sys.executable).parent / "cfn-lint", REPO / ".venv/bin/cfn-lint"):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("cfn-lint")
+    assert found, "cfn-lint is not installed (pip install cfn-lint)"
+    return found
+
+
+def _construct_tag(loader: Any, suffix: str, node: Any) -> Dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+# A YAML loader that keeps CloudFormation's short-form tags (!Ref x -> {"Ref": x}).
+CfnLoader: Any = type("CfnLoader", (yaml.SafeLoader,), {})
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def template(name: str) -> Dict[str, Any]:
+    loaded: Dict[str, Any] = yaml.load((TEMPLATES / name).read_text(), Loader=CfnLoader)  # noqa: S506
+    return loaded
+
+
+def role_statements(resources: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    return {
+        s["Sid"]: s
+        for r in resources.values()
+        if r.get("Type") == "AWS::IAM::RolePolicy"
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+    }
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = run([cfn_lint(), *map(str, sorted(TEMPLATES.glob("*.yaml")))])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sid", "actions", "resource"),
+    [
+        (
+            "ReadCertificateSecrets",
+            ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+            {"Ref": "SecretArns"},
+        ),
+        ("DecryptThroughSecretsManager", "kms:Decrypt", {"Ref": "SecretKmsKeyArns"}),
+        ("ReceiveThisHostsQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], None),
+        ("AssumeCertificateReaderRoles", "sts:AssumeRole", {"Ref": "AssumeRoleArns"}),
+    ],
+)
+def test_host_role_is_least_privilege(sid: str, actions: Any, resource: Any) -> None:
+    statements = role_statements(template("host.yaml")["Resources"])
+    statement = statements[sid]
+    assert statement["Action"] == actions
+    assert statement["Resource"] != "*"
+    if resource is not None:
+        assert statement["Resource"] == resource
+
+
+def test_host_role_has_nothing_else() -> None:
+    resources = template("host.yaml")["Resources"]
+    role = resources["InstanceRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    assert "Policies" not in role
+    assert set(role_statements(resources)) == {
+        "ReadCertificateSecrets",
+        "DecryptThroughSecretsManager",
+        "ReceiveThisHostsQueue",
+        "AssumeCertificateReaderRoles",
+    }
+
+
+def test_host_decrypt_is_limited_to_secrets_manager_and_the_secrets() -> None:
+    condition = role_statements(template("host.yaml")["Resources"])["DecryptThroughSecretsManager"]
+    equals = condition["Condition"]["StringEquals"]
+    assert "secretsmanager.${Region}.amazonaws.com" in str(equals["kms:ViaService"])
+    assert equals["kms:EncryptionContext:SecretARN"] == {"Ref": "SecretArns"}
+
+
+def test_host_requires_imdsv2() -> None:
+    data = template("host.yaml")["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+
+
+def test_host_queue_accepts_only_the_fleet_topic() -> None:
+    resources = template("host.yaml")["Resources"]
+    (statement,) = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Ref": "EventsTopicArn"}}}
+    assert resources["EventsSubscription"]["Properties"]["RawMessageDelivery"] is True
+
+
+def test_owner_rule_fans_out_to_one_topic() -> None:
+    resources = template("secret-owner.yaml")["Resources"]
+    rule = resources["ChangeRule"]["Properties"]
+    assert rule["EventPattern"]["source"] == ["aws.secretsmanager"]
+    assert "UpdateSecretVersionStage" in rule["EventPattern"]["detail"]["eventName"]
+    assert rule["Targets"] == [{"Id": "fleet-topic", "Arn": {"Ref": "Topic"}}]
+    topics = [
+        r for r in resources.values() if isinstance(r, dict) and r["Type"] == "AWS::SNS::Topic"
+    ]
+    assert len(topics) == 1
+
+
+def test_owner_key_policy_lets_consumers_decrypt_only_through_secrets_manager() -> None:
+    resources = template("secret-owner.yaml")["Resources"]
+    statements = resources["SecretsKey"]["Properties"]["KeyPolicy"]["Statement"]
+    consumer = statements[1]["Fn::If"][1]
+    assert consumer["Action"] == "kms:Decrypt"
+    equals = consumer["Condition"]["StringEquals"]
+    assert equals["kms:EncryptionContext:SecretARN"] == {"Ref": "SecretArns"}
+    assert "secretsmanager.${AWS::Region}" in str(equals["kms:ViaService"])
+
+
+def test_owner_resource_policy_grants_read_only() -> None:
+    resources = template("secret-owner.yaml")["Resources"]
+    _, collection, body = resources["Fn::ForEach::SecretPolicies"]
+    assert collection == {"Ref": "SecretArns"}
+    (policy,) = body.values()
+    assert policy["Properties"]["BlockPublicPolicy"] is True
+    (statement,) = policy["Properties"]["ResourcePolicy"]["Statement"]
+    assert sorted(statement["Action"]) == [
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+    ]

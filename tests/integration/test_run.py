@@ -1,0 +1,101 @@
+"""`certpull run` as a real subprocess against moto server (through the proxy) and a real Apache."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.apache import ApacheFactory
+from tests.aws_local import LocalAws
+from tests.aws_proxy import AwsProxy, Fault
+from tests.daemon_proc import Daemon
+from tests.pki import Pki
+from tests.site import Site
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path, local_aws: LocalAws, aws_proxy: AwsProxy, apache: ApacheFactory, pki: Pki
+) -> Iterator[Site]:
+    s = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki)
+    s.first_leaf = pki.leaf()  # type: ignore[attr-defined]
+    s.agent_options.update({"poll_interval_s": "2", "startup_splay_s": "0", "max_backoff_s": "10"})
+    s.create_secret(s.first_leaf)  # type: ignore[attr-defined]
+    assert s.certpull("sync").returncode == 0
+    s.apache.start()
+    yield s
+
+
+@pytest.fixture
+def daemon(site: Site) -> Iterator[Daemon]:
+    d = Daemon(site)
+    try:
+        d.wait_ready()
+        yield d
+    finally:
+        d.stop()
+
+
+def serves(site: Site, der: bytes) -> bool:
+    try:
+        return site.served_der() == der
+    except Exception:
+        return False
+
+
+def test_rotation_is_picked_up_by_polling(site: Site, daemon: Daemon) -> None:
+    leaf_b = site.pki.leaf(slot=1)
+    site.put(leaf_b)
+    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), timeout_s=30)
+    assert daemon.stop() == 0
+    keys = daemon.notify.keys()
+    assert keys[0] == "READY=1" and keys[-1] == "STOPPING=1"
+    assert "STATUS" in keys
+    state = site.state()
+    assert state["daemon"]["stopped_at"] is not None  # type: ignore[index]
+
+
+def test_sighup_with_broken_config_keeps_running_and_reports_it(site: Site, daemon: Daemon) -> None:
+    good = site.config_path.read_text()
+    site.config_path.write_text(good + "bogus_key = 1\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(
+        "config error in state", lambda: bool(site.state()["daemon"].get("config_error"))
+    )  # type: ignore[union-attr]
+    code, status = site.status_json()  # status cannot read the broken file either
+    assert code == 3 and "bogus_key: unknown key" in status["summary"]  # type: ignore[operator]
+    assert "config reload rejected" in daemon.log()
+    site.config_path.write_text(good)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for("config error cleared", lambda: not site.state()["daemon"].get("config_error"))  # type: ignore[union-attr]
+    leaf_b = site.pki.leaf(slot=2)
+    site.put(leaf_b)
+    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der))
+    keys = daemon.notify.keys()
+    assert keys.count("RELOADING=1") >= 2
+    assert keys.index("RELOADING=1") < len(keys) - 1 - keys[::-1].index("READY=1")
+
+
+def test_throttling_backs_off_keeps_serving_and_recovers(
+    site: Site, daemon: Daemon, aws_proxy: AwsProxy
+) -> None:
+    aws_proxy.inject(Fault(operation="DescribeSecret", status=400, code="ThrottlingException"))
+    leaf_b = site.pki.leaf(slot=3)
+    site.put(leaf_b)
+    time.sleep(8)
+    calls = aws_proxy.count("DescribeSecret")
+    assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
+    # poll every 2 s for 8 s would be ~4 checks per cert; with max_attempts=1 and backoff capped at
+    # 10 s, the failing cert makes at most a handful of calls.
+    assert 1 <= calls <= 6, calls
+    code, status = site.status_json()
+    assert code == 1 and "ThrottlingException" in json.dumps(status)
+    aws_proxy.clear_faults()
+    daemon.wait_for("recovery", lambda: serves(site, leaf_b.der), timeout_s=30)
