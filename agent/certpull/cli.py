@@ -161,7 +161,11 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     _check_names(config, args.names)
-    report = _agent(config).sync(args.names or None, dry_run=args.dry_run)
+    agent = _agent(config)
+    if not args.dry_run:
+        for problem in agent.recover():  # an interrupted earlier run leaves staging dirs behind
+            print(f"certpull: {problem}", file=sys.stderr)
+    report = agent.sync(args.names or None, dry_run=args.dry_run)
     return _print_outcomes(report.outcomes)
 
 

@@ -127,8 +127,6 @@ class Agent:
         9. Save state.
         """
         certs = self._select(names)
-        for problem in self.recover_selected(certs):
-            log.warning("%s", problem)
         with self.state_file.lock():
             state = self.state_file.load()
             report = PassReport()
