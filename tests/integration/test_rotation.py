@@ -22,6 +22,10 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from certpull.bundle import BundlePolicy, validate
 from certpull.errors import BundleError, ConfigError
 from certpull.rotation.errors import IssuingError, RotationError
@@ -29,10 +33,6 @@ from certpull.rotation.handler import lambda_handler
 from certpull.rotation.issuers import AcmIssuer, AwsIssuers
 from certpull.rotation.settings import AcmSettings
 from certpull.rotation.steps import Rotation
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from tests.aws_local import LocalAws
 from tests.pki import make_ca, make_leaf
 

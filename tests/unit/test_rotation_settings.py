@@ -6,6 +6,9 @@ import ipaddress
 from typing import Dict
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from certpull.errors import ConfigError
 from certpull.rotation.csr import build_csr
 from certpull.rotation.keys import generate_private_key, private_key_pem, reusable_key
@@ -17,8 +20,6 @@ from certpull.rotation.settings import (
     certificate_names,
     parse_settings,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 CA = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 END_ENTITY = "arn:aws:acm-pca:::template/EndEntityCertificate/V1"
