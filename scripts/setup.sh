@@ -28,6 +28,11 @@ need_pkgs() {
   fi
 }
 
+# pip warns about index locations of this machine's pip config that do not exist; drop that noise.
+quiet_pip() {
+  "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
+
 need_venv() {
   local py="${PYTHON:-python3}"
   if [ ! -x .venv/bin/python ]; then
@@ -37,8 +42,8 @@ need_venv() {
   if ! .venv/bin/python -c 'import certpull, moto, pytest, systemd.daemon' >/dev/null 2>&1 \
      || [ setup.cfg -nt .venv/.installed ]; then
     echo "setup: pip install -e .[test]"
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test]'
+    quiet_pip .venv/bin/python -m pip install -q --upgrade pip
+    quiet_pip .venv/bin/python -m pip install -q -e '.[test]'
     touch .venv/.installed
   fi
 }

@@ -143,7 +143,7 @@ def _check_names(config: Config, names: Sequence[str]) -> None:
 def _agent(config: Config) -> Agent:
     from certpull.daemon import build_agent  # noqa: PLC0415 - keeps boto3 off the status path
 
-    return build_agent(config)
+    return build_agent(config, log_outcomes=False)  # outcomes are printed to stdout instead
 
 
 def _print_outcomes(outcomes: Sequence[Outcome]) -> int:

@@ -92,8 +92,10 @@ class Agent:
         live_dir_for: Callable[[CertConfig], LiveDir],
         served_check: Callable[[VerifyTarget, bytes, float], float] = wait_until_served,
         clock: Callable[[], float] = time.time,
+        log_outcomes: bool = True,
     ) -> None:
         self.config = config
+        self.log_outcomes = log_outcomes  # the CLI prints outcomes itself; the daemon logs them
         self.source = source
         self.httpd = httpd
         self.state_file = state_file
@@ -567,6 +569,8 @@ class Agent:
         return Outcome(cert.name, FAILED, message, transient=transient)
 
     def _log_outcome(self, outcome: Outcome) -> None:
+        if not self.log_outcomes:
+            return
         extra: Dict[str, str] = {"CERT_NAME": outcome.name}
         if outcome.version_id:
             extra["VERSION_ID"] = outcome.version_id
@@ -645,7 +649,7 @@ def live_dir_factory(
     return make
 
 
-def build_agent(config: Config) -> Agent:
+def build_agent(config: Config, log_outcomes: bool = True) -> Agent:
     """The Agent with real adapters: boto3 clients, subprocesses, files, TLS handshakes."""
     agent_cfg = config.agent
     clients = AwsClients(
@@ -668,4 +672,5 @@ def build_agent(config: Config) -> Agent:
         httpd=httpd,
         state_file=StateFile(agent_cfg.state_dir),
         live_dir_for=live_dir_factory(config, selinux_restorer(runner)),
+        log_outcomes=log_outcomes,
     )

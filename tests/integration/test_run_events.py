@@ -161,7 +161,6 @@ def site(
             "reconcile_interval_s": "3600",
             "startup_splay_s": "0",
             "max_backoff_s": "10",
-            "read_timeout_s": "8",  # long polls of 3 s (the read timeout minus a 5 s margin)
         }
     )
     s.create_secret(s.first_leaf)  # type: ignore[attr-defined]
@@ -281,25 +280,3 @@ def test_a_burst_of_events_costs_one_fetch_and_one_reload(
     finally:
         daemon.stop()
 
-
-def test_short_read_timeout_does_not_spin_on_receive(
-    site: Site, aws_proxy: AwsProxy, bus: EventBus
-) -> None:
-    """read_timeout_s = 5 leaves no room for a long poll (wait 0 s): the poller must not spin."""
-    site.agent_options["read_timeout_s"] = "5"
-    site.write_config()
-    daemon = Daemon(site)
-    try:
-        daemon.wait_ready()
-        wait_first_pass(daemon)
-        aws_proxy.reset_counts()
-        time.sleep(3)
-        receives = aws_proxy.count("ReceiveMessage")
-        assert receives <= 5, f"{receives} ReceiveMessage calls in 3 s of idling"
-        leaf_b = site.pki.leaf(slot=5)
-        version = site.put(leaf_b)
-        bus.put_event(label_updated(site, version))
-        daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), PICKUP_TIMEOUT_S)
-        assert daemon.stop() == 0
-    finally:
-        daemon.stop()
