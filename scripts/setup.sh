@@ -48,5 +48,35 @@ need_venv() {
   fi
 }
 
+# Amazon Linux 2023's /usr/bin/python3 is 3.9: where a 3.9 exists here, the suite runs under it too.
+find_python39() {
+  local candidate
+  for candidate in "${PYTHON39:-}" /usr/bin/python3 "$(command -v python3.9 || true)" /root/.pyenv/versions/3.9*/bin/python3.9; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+need_venv39() {
+  local py39
+  py39=$(find_python39) || { echo "setup: no CPython 3.9 here; the suite runs under $(.venv/bin/python --version) only"; return 0; }
+  if [ ! -x .venv39/bin/python ]; then
+    echo "setup: creating .venv39 with $($py39 --version)"
+    "$py39" -m venv .venv39
+  fi
+  if ! .venv39/bin/python -c 'import certpull, moto, pytest, systemd.daemon' >/dev/null 2>&1 \
+     || [ setup.cfg -nt .venv39/.installed ]; then
+    echo "setup: pip install -e .[test] (Python 3.9)"
+    quiet_pip .venv39/bin/python -m pip install -q --upgrade pip
+    quiet_pip .venv39/bin/python -m pip install -q -e '.[test]'
+    touch .venv39/.installed
+  fi
+}
+
 need_pkgs
 need_venv
+[ "${CERTPULL_SKIP_PY39:-}" = 1 ] || need_venv39

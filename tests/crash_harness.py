@@ -286,7 +286,7 @@ class CrashHarness:
             watcher.start()
             watcher.join(timeout=30)
             if command == "run":
-                self._wait(lambda: self._converged(), 30, "the daemon to converge")
+                self._wait(self._converged, 30, "the daemon to converge")
                 proc.send_signal(signal.SIGTERM)
             if proc.wait(timeout=60) != 0:
                 raise RuntimeError(f"unkilled `certpull {command}` failed; see {self.log_path}")

@@ -27,7 +27,7 @@ from certpull.pem import first_cert_der
 from certpull.proc import CommandRunner
 from certpull.source import SecretSource
 from certpull.state import CertState, Installed, Pending, State, StateFile
-from certpull.store import LiveDir
+from certpull.store import FileOps, LiveDir
 from certpull.windows import InstallWindows, install_allowed
 
 log = logging.getLogger("certpull")
@@ -633,8 +633,12 @@ def _gid(group: Optional[str]) -> Optional[int]:
 
 
 def live_dir_factory(
-    config: Config, label_restorer: Optional[Callable[[str], None]]
+    config: Config,
+    label_restorer: Optional[Callable[[str], None]],
+    fs: Optional[FileOps] = None,
 ) -> Callable[[CertConfig], LiveDir]:
+    """LiveDirs for the configured certificates; ``fs`` replaces the system calls (fault tests)."""
+
     def make(cert: CertConfig) -> LiveDir:
         return LiveDir(
             os.path.join(config.agent.live_dir, cert.name),
@@ -644,6 +648,7 @@ def live_dir_factory(
             uid=_uid(cert.owner),
             gid=_gid(cert.group),
             label_restorer=label_restorer,
+            fs=fs,
         )
 
     return make

@@ -12,16 +12,15 @@ import errno
 import os
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator
 
 import pytest
 
 from certpull.config import load_config
-from certpull.daemon import FAILED, INSTALLED, build_agent, live_dir_factory
+from certpull.daemon import FAILED, build_agent, live_dir_factory
 from certpull.store import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, FileOps
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
@@ -104,40 +103,39 @@ def test_sigkill_of_certpull_sync_at_random_points(harness: CrashHarness) -> Non
     report = harness.kill_rounds("sync", SYNC_KILLS, recover_every=10, seed=SEED)
     print("\n" + report.summary())
     assert report.problems == []
-    assert report.where[ACTIVE_UNSAVED] + sum(
-        n for where, n in report.where.items() if "stag" in where or "swap" in where
-    ) > 0, f"no kill landed inside an install: {dict(report.where)}"
+    assert (
+        report.where[ACTIVE_UNSAVED]
+        + sum(n for where, n in report.where.items() if "stag" in where or "swap" in where)
+        > 0
+    ), f"no kill landed inside an install: {dict(report.where)}"
 
 
 def test_sigkill_of_certpull_run_at_random_points(harness: CrashHarness) -> None:
     report = harness.kill_rounds("run", RUN_KILLS, recover_every=10, seed=SEED)
     print("\n" + report.summary())
     assert report.problems == []
-    assert report.where[ACTIVE_UNSAVED] + sum(
-        n for where, n in report.where.items() if "stag" in where or "swap" in where
-    ) > 0, f"no kill landed inside an install: {dict(report.where)}"
+    assert (
+        report.where[ACTIVE_UNSAVED]
+        + sum(n for where, n in report.where.items() if "stag" in where or "swap" in where)
+        > 0
+    ), f"no kill landed inside an install: {dict(report.where)}"
 
 
 # --- injected write failures -----------------------------------------------------------------
 
 
 class FailingOps(FileOps):
-    """FileOps whose ``op`` fails with ``err`` on paths ``matches`` accepts, once ``armed``.
+    """FileOps where one kind of call fails with one errno on the paths a WriteFault names."""
 
-    ``arm_on_data_switch`` arms the fault only after `..data` was renamed into place (the commit
-    point), to reach the failures that come after it.
-    """
-
-    def __init__(
-        self, op: str, err: int, matches: Callable[[str], bool], arm_on_data_switch: bool
-    ) -> None:
-        self.op, self.err, self.matches = op, err, matches
-        self.armed = not arm_on_data_switch
+    def __init__(self, fault: WriteFault, live_dir: str) -> None:
+        self.op, self.err, self.matches = fault.op, fault.err, fault.matches
+        self.live_dir = live_dir
+        self.armed = not fault.after_commit
         self.paths: Dict[int, str] = {}
         self.failures = 0
 
     def _maybe_fail(self, op: str, path: str) -> None:
-        if self.armed and op == self.op and self.matches(path):
+        if self.armed and op == self.op and self.matches(path, self.live_dir):
             self.failures += 1
             raise OSError(self.err, os.strerror(self.err), path)
 
@@ -173,12 +171,24 @@ class FailingOps(FileOps):
             self.armed = True
 
 
-def _in_staging(name: str) -> Callable[[str], bool]:
-    return lambda p: STAGING_PREFIX in p and os.path.basename(p) == name
+Match = Callable[[str, str], bool]
+"""(path, live dir of the certificate) -> whether the fault applies to this call."""
 
 
-def _is_staging_dir(p: str) -> bool:
+def _in_staging(name: str) -> Match:
+    return lambda p, _live: STAGING_PREFIX in p and os.path.basename(p) == name
+
+
+def _staging_dir(p: str, _live: str) -> bool:
     return os.path.basename(p).startswith(STAGING_PREFIX)
+
+
+def _live_dir(p: str, live: str) -> bool:
+    return p.rstrip("/") == live
+
+
+def _named(suffix: str) -> Match:
+    return lambda p, _live: p.endswith("/" + suffix)
 
 
 @dataclass(frozen=True)
@@ -186,38 +196,23 @@ class WriteFault:
     id: str
     op: str
     err: int
-    matches: Callable[[str], bool]
-    after_commit: bool = False
+    matches: Match
+    after_commit: bool = False  # armed only once `..data` was switched (the commit point)
 
 
-def _live_dir(site: Site) -> Callable[[str], bool]:
-    return lambda p: p.rstrip("/") == str(site.cert_dir)
-
-
-WRITE_FAULTS: List[Callable[[Site], WriteFault]] = [
-    lambda s: WriteFault("write-ENOSPC-privkey", "write", errno.ENOSPC, _in_staging("privkey.pem")),
-    lambda s: WriteFault("write-EIO-cert", "write", errno.EIO, _in_staging("cert.pem")),
-    lambda s: WriteFault("write-ENOSPC-manifest", "write", errno.ENOSPC, _in_staging("..manifest")),
-    lambda s: WriteFault("fsync-EIO-privkey", "fsync", errno.EIO, _in_staging("privkey.pem")),
-    lambda s: WriteFault("fsync-ENOSPC-chain", "fsync", errno.ENOSPC, _in_staging("chain.pem")),
-    lambda s: WriteFault("fsync-EIO-staging-dir", "fsync", errno.EIO, _is_staging_dir),
-    lambda s: WriteFault("fsync-EIO-live-dir-before-switch", "fsync", errno.EIO, _live_dir(s)),
-    lambda s: WriteFault(
-        "fsync-EIO-live-dir-after-switch", "fsync", errno.EIO, _live_dir(s), after_commit=True
-    ),
-    lambda s: WriteFault("mkdir-ENOSPC-staging", "mkdir", errno.ENOSPC, _is_staging_dir),
-    lambda s: WriteFault(
-        "symlink-ENOSPC-data-tmp", "symlink", errno.ENOSPC, lambda p: p.endswith(DATA_TMP)
-    ),
-    lambda s: WriteFault(
-        "symlink-EIO-link-tmp-after-switch",
-        "symlink",
-        errno.EIO,
-        lambda p: p.endswith(LINK_TMP),
-        after_commit=True,
-    ),
+WRITE_FAULTS = [
+    WriteFault("write-ENOSPC-privkey", "write", errno.ENOSPC, _in_staging("privkey.pem")),
+    WriteFault("write-EIO-cert", "write", errno.EIO, _in_staging("cert.pem")),
+    WriteFault("write-ENOSPC-manifest", "write", errno.ENOSPC, _in_staging("..manifest")),
+    WriteFault("fsync-EIO-privkey", "fsync", errno.EIO, _in_staging("privkey.pem")),
+    WriteFault("fsync-ENOSPC-chain", "fsync", errno.ENOSPC, _in_staging("chain.pem")),
+    WriteFault("fsync-EIO-staging-dir", "fsync", errno.EIO, _staging_dir),
+    WriteFault("fsync-EIO-live-dir-before-switch", "fsync", errno.EIO, _live_dir),
+    WriteFault("fsync-EIO-live-dir-after-switch", "fsync", errno.EIO, _live_dir, True),
+    WriteFault("mkdir-ENOSPC-staging", "mkdir", errno.ENOSPC, _staging_dir),
+    WriteFault("symlink-ENOSPC-data-tmp", "symlink", errno.ENOSPC, _named(DATA_TMP)),
+    WriteFault("symlink-EIO-link-tmp-after-switch", "symlink", errno.EIO, _named(LINK_TMP), True),
 ]
-_FAULT_IDS = [make(Site(Path("/x"), None, None, None, None)).id for make in WRITE_FAULTS]  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -233,17 +228,16 @@ def fault_site(
         proxy.stop()
 
 
-@pytest.mark.parametrize("make_fault", WRITE_FAULTS, ids=_FAULT_IDS)
+@pytest.mark.parametrize("fault", WRITE_FAULTS, ids=lambda f: f.id)
 def test_write_failure_keeps_the_old_set_and_does_not_reload(
-    fault_site: CrashHarness, make_fault: Callable[[Site], WriteFault]
+    fault_site: CrashHarness, fault: WriteFault
 ) -> None:
     harness = fault_site
     site = harness.site
-    fault = make_fault(site)
     files, reloads, served = site.live_bytes(), site.reloads(), site.served_der()
     state_before = site.state()["certs"]["www"]["installed"]  # type: ignore[index]
     harness.rotate()
-    fs = FailingOps(fault.op, fault.err, fault.matches, fault.after_commit)
+    fs = FailingOps(fault, str(site.cert_dir))
     config = load_config(str(site.config_path), lambda p: Path(p).read_text())
     agent = build_agent(config)
     agent.live_dir_for = live_dir_factory(config, None, fs=fs)
@@ -259,7 +253,7 @@ def test_write_failure_keeps_the_old_set_and_does_not_reload(
     assert live_set_problems(site, harness.known) == []
     assert exposed_key_files(site.cert_dir) == []
     debris = [n for n in os.listdir(site.cert_dir) if n.startswith(STAGING_PREFIX)]
-    assert debris == [] or fault.op == "rmtree", debris
+    assert debris == [], debris
     cstate = site.state()["certs"]["www"]  # type: ignore[index]
     assert cstate["installed"] == state_before  # type: ignore[index]
     assert cstate["last_error_transient"] is True  # type: ignore[index]
@@ -269,10 +263,3 @@ def test_after_write_failures_the_next_healthy_pass_installs(fault_site: CrashHa
     problems = fault_site.check_recovery("sync")
     assert problems == []
     assert fault_site.site.reloads() >= 1
-
-
-def _unused(_: Optional[threading.Thread]) -> None:  # keeps the import list honest for mypy
-    return None
-
-
-_ = INSTALLED
