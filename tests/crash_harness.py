@@ -264,8 +264,9 @@ class CrashHarness:
         raise RuntimeError("no AWSCURRENT version")
 
     def rotate(self) -> None:
-        """A new AWSCURRENT version carrying another leaf of the pool."""
-        choices = [i for i in range(LEAF_POOL) if i != self.current]
+        """A new AWSCURRENT version carrying a leaf that is neither the last put nor the live one."""
+        live = self.known.get(self._live_der() or b"")
+        choices = [i for i in range(LEAF_POOL) if i != self.current and f"leaf{i}" != live]
         self.current = self.rng.choice(choices)
         self.version_id = self.site.put(self.leaves[self.current])
 

@@ -33,8 +33,10 @@ class AwsClients:
         read_timeout_s: float = 15.0,
         max_attempts: int = 3,
         session: Optional[boto3.session.Session] = None,
+        role_session_s: int = 3600,
     ) -> None:
         self._endpoint_url = endpoint_url
+        self._role_session_s = role_session_s
         self._read_timeout_s = read_timeout_s
         self._session = session or boto3.session.Session()
         self._config = botocore.config.Config(
@@ -93,7 +95,10 @@ class AwsClients:
         create_client = functools.partial(
             base.create_client, config=self._config, endpoint_url=self._endpoint_url
         )
-        extra: Dict[str, Any] = {"RoleSessionName": _session_name()}
+        extra: Dict[str, Any] = {
+            "RoleSessionName": _session_name(),
+            "DurationSeconds": self._role_session_s,
+        }
         if external_id:
             extra["ExternalId"] = external_id
         fetcher = AssumeRoleCredentialFetcher(

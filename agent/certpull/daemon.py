@@ -68,6 +68,9 @@ class _Candidate:
     previous: Optional[str] = None
     store_version: str = ""
     problem: Optional[str] = None
+    # The bundle is already active on disk but state.json does not record it: a pass was killed
+    # between activating the files and saving state, so httpd may never have been reloaded.
+    resume: bool = False
 
 
 @dataclass
@@ -118,7 +121,9 @@ class Agent:
         2. Fetch AWSCURRENT (GetSecretValue) for the others.
         3. Validate (pure). A rejected secret leaves files, httpd and the served certificate as
            they were, and records a one-line reason.
-        4. Compare bytes: a new version with the same certificate and key only records its id.
+        4. Compare bytes: a new version with the same certificate and key only records its id,
+           unless state.json does not record the active files (a pass was killed after it
+           activated them): then they still need the reload and verify of steps 6-8.
            Outside the install `windows` (the daemon passes them; a manual sync does not) a new
            version is pending, unless the installed certificate is invalid or expires soon.
         5. Install: stage and activate each changed certificate (one rename of `..data` each).
@@ -289,8 +294,8 @@ class Agent:
         cstate = state.cert(cert.name)
         cstate.secret_arn = cert.secret_arn
         now = self.clock()
-        live = self.live_dir_for(cert)
         try:
+            live = self.live_dir_for(cert)
             version_id = self.source.current_version_id(
                 cert.secret_arn, cert.role_arn, cert.external_id
             )  # (1)
@@ -311,7 +316,7 @@ class Agent:
             installed_not_after = self._installed_not_after(live)
             allowed, why = install_allowed(
                 windows,
-                datetime.now(timezone.utc),
+                datetime.fromtimestamp(now, timezone.utc),
                 installed_not_after,
                 self.config.agent.urgent_before_expiry_days,
                 installed_valid=installed_not_after is not None,
@@ -328,7 +333,10 @@ class Agent:
                 cert.secret_arn, cert.role_arn, cert.external_id
             )  # (2)
             bundle = validate(  # (3)
-                value.secret_string, _policy(cert), datetime.now(timezone.utc), installed_not_after
+                value.secret_string,
+                _policy(cert),
+                datetime.fromtimestamp(now, timezone.utc),
+                installed_not_after,
             )
         except SourceError as exc:
             return self._failure(
@@ -338,13 +346,13 @@ class Agent:
             return self._failure(
                 cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", False
             ), None
+        except StoreError as exc:  # the live directory itself is unreadable: this cert only
+            return self._failure(cert, cstate, now, f"{cert.name}: {exc}", True), None
         if self._same_bytes(live, bundle):  # (4)
-            if cstate.installed is not None:
-                cstate.installed.version_id = value.version_id
-            else:
-                cstate.installed = self._installed_record(
-                    value.version_id, live.current() or "", bundle.cert_pem, bundle.certificate_arn
-                )
+            installed = cstate.installed
+            if installed is None or installed.store_version != live.current():
+                return self._resume(cert, value.version_id, bundle, live, dry_run)
+            installed.version_id = value.version_id
             self._record_success(cstate, now, value.version_id)
             return Outcome(
                 cert.name,
@@ -381,6 +389,10 @@ class Agent:
         active: List[_Candidate] = []
         for cand in candidates:  # (5)
             try:
+                if cand.resume:
+                    cand.store_version, cand.previous = self._active_and_previous(cand.live)
+                    active.append(cand)
+                    continue
                 result = cand.live.publish(cand.bundle.files(), label=cand.version_id)
                 cand.previous, cand.store_version = result.previous, result.version
                 if result.changed:
@@ -410,12 +422,13 @@ class Agent:
             self._record_success(cstate, now, cand.version_id)
             cstate.last_verify_ok = True if cand.cert.verify else None
             cstate.last_verify_at = now if cand.cert.verify else cstate.last_verify_at
+            resumed = " (finished an install that was interrupted)" if cand.resume else ""
             outcomes.append(
                 Outcome(
                     cand.cert.name,
                     INSTALLED,
                     f"{cand.cert.name}: installed version {cand.version_id} (serial {cand.bundle.leaf.serial}, "
-                    f"expires {cand.bundle.leaf.not_after:%Y-%m-%d})",
+                    f"expires {cand.bundle.leaf.not_after:%Y-%m-%d}){resumed}",
                     cand.version_id,
                 )
             )
@@ -516,6 +529,28 @@ class Agent:
         cstate.last_drift_at = self.clock()
         live.repair()
         return not live.verify_links()
+
+    def _resume(
+        self, cert: CertConfig, version_id: str, bundle: CertBundle, live: LiveDir, dry_run: bool
+    ) -> Tuple[Optional[Outcome], Optional[_Candidate]]:
+        """The bundle is active on disk but state.json does not record it: a pass was killed after
+        activating it, maybe before the reload. Reload and verify it (steps 6-8), whatever the
+        install window: the files on disk already changed."""
+        if dry_run:
+            return Outcome(
+                cert.name,
+                WOULD_INSTALL,
+                f"{cert.name}: would reload httpd to finish installing version {version_id}",
+                version_id,
+            ), None
+        return None, _Candidate(cert, version_id, bundle, live, resume=True)
+
+    def _active_and_previous(self, live: LiveDir) -> Tuple[str, Optional[str]]:
+        """The active version dir and the newest complete one before it (None: first install)."""
+        active = live.current() or ""
+        versions = live.versions()
+        older = versions[: versions.index(active)] if active in versions else []
+        return active, (older[-1] if older else None)
 
     def _installed_not_after(self, live: LiveDir) -> Optional[datetime]:
         try:

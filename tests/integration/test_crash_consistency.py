@@ -21,7 +21,7 @@ import pytest
 
 from certpull.config import load_config
 from certpull.daemon import FAILED, build_agent, live_dir_factory
-from certpull.store import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, FileOps
+from certpull.store import DATA_LINK, DATA_TMP, STAGING_PREFIX, FileOps
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy
@@ -211,7 +211,7 @@ WRITE_FAULTS = [
     WriteFault("fsync-EIO-live-dir-after-switch", "fsync", errno.EIO, _live_dir, True),
     WriteFault("mkdir-ENOSPC-staging", "mkdir", errno.ENOSPC, _staging_dir),
     WriteFault("symlink-ENOSPC-data-tmp", "symlink", errno.ENOSPC, _named(DATA_TMP)),
-    WriteFault("symlink-EIO-link-tmp-after-switch", "symlink", errno.EIO, _named(LINK_TMP), True),
+    WriteFault("rename-EIO-data-link", "rename", errno.EIO, _named(DATA_LINK)),
 ]
 
 

@@ -15,7 +15,7 @@ from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy, Fault
 from tests.daemon_proc import Daemon
 from tests.pki import Pki
-from tests.site import Site
+from tests.site import Site, contains_key_material
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,8 @@ def test_rotation_is_picked_up_by_polling(site: Site, daemon: Daemon) -> None:
     assert "STATUS" in keys
     state = site.state()
     assert state["daemon"]["stopped_at"] is not None  # type: ignore[index]
+    keys_pem = [site.first_leaf.key_pem(), leaf_b.key_pem()]  # type: ignore[attr-defined]
+    assert not contains_key_material(daemon.log() + json.dumps(state), keys_pem)
 
 
 def test_sighup_with_broken_config_keeps_running_and_reports_it(site: Site, daemon: Daemon) -> None:

@@ -172,7 +172,7 @@ def test_notify_messages_arrive_in_order_with_watchdog(site: Site, aws_proxy: Aw
 def test_outage_backs_off_keeps_serving_and_recovers(
     site: Site, aws_proxy: AwsProxy, fault: Fault, reported: str
 ) -> None:
-    site.agent_options["poll_interval_s"] = "1"
+    site.agent_options.update({"poll_interval_s": "1", "max_backoff_s": "5"})
     site.write_config()
     daemon = start(site, aws_proxy)
     try:
@@ -182,8 +182,8 @@ def test_outage_backs_off_keeps_serving_and_recovers(
         time.sleep(6)
         calls = aws_proxy.count("DescribeSecret")
         assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
-        # Polling every second would make ~6 calls; full-jitter backoff (5 s, then 10 s ceilings)
-        # makes 1-3, and 6 only if every delay drew its one-second floor.
+        # Polling every second would make ~6 calls; full-jitter backoff (delays uniform in 0-5 s,
+        # floored at 1 s) makes ~3, and 6 only if five delays in a row drew about the floor.
         assert 1 <= calls <= 5, calls
         assert aws_proxy.count("GetSecretValue") == 0
         code, status = site.status_json()
