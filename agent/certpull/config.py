@@ -28,9 +28,6 @@ _SECRET_ARN = re.compile(
 _ROLE_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$")
 _SQS_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d+)?/\d{12}/[A-Za-z0-9_-]+(?:\.fifo)?$")
 _CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DNS_NAME = re.compile(
-    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 COMPAT_LINK_KEYS: Dict[str, str] = {
@@ -337,28 +334,61 @@ def _server_name(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
-    if len(value) > 253 or not _DNS_NAME.match(value):
+    if not is_dns_name(value):
         raise ValueError(f"{value!r} is not a DNS name or IP address")
     return value.rstrip(".").lower()
 
 
 def parse_host_port(value: str) -> Tuple[str, int]:
-    """`127.0.0.1:443`, `[::1]:8443` or `host.example:443` -> (host, port)."""
-    match = re.fullmatch(
-        r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p6>\d+)|(?P<host>[^:\[\]\s]+):(?P<port>\d+)", value
-    )
-    if not match:
-        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:443 or [::1]:443)")
-    host = match.group("v6") or match.group("host")
-    port = int(match.group("p6") or match.group("port"))
-    if match.group("v6"):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range [1, 65535]")
-    return host, port
+    """`127.0.0.1:443`, `[::1]:8443` or `host.example.com:443` -> (host, port); ValueError on junk.
+
+    The one parser of `verify` targets (httpd.VerifyTarget uses it too).
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":") or not _is_ipv6(host):
+            raise ValueError(f"verify target {value!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"verify target {value!r}: expected HOST:PORT (e.g. 127.0.0.1:443)")
+        if ":" in host:
+            raise ValueError(f"verify target {value!r}: put an IPv6 address in brackets, [::1]:443")
+        if not _is_ip(host) and not is_dns_name(host):
+            raise ValueError(f"verify target {value!r}: {host!r} is not an IP address or host name")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"verify target {value!r}: port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_dns_name(text: str) -> bool:
+    """A host name (trailing dot allowed), not an IP address nor an IP-looking typo."""
+    if _is_ip(text) or len(text) > 253 or not text:
+        return False
+    labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
+    if labels[-1].isdigit():
+        return False  # 1.2.3 or 999.1.1.1: an IP typo, not a name
+    return all(_DNS_LABEL.match(label) for label in labels)
 
 
 def _field_name(value: str) -> str:

@@ -21,17 +21,17 @@ Nothing here reads the certificate files: the caller passes the DER it expects t
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence
 
 from cryptography import x509
 
+from certpull.config import is_dns_name, parse_host_port
 from certpull.errors import CommandError, ReloadError
 from certpull.proc import CommandRunner
 
@@ -209,21 +209,16 @@ class VerifyTarget:
     @classmethod
     def parse(cls, value: str, server_name: Optional[str]) -> VerifyTarget:
         """Parse ``127.0.0.1:443``, ``[::1]:8443`` or ``host.example.com:443``; ValueError on junk."""
-        text = value.strip()
-        host, port_text = _split_host_port(text)
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"verify target {value!r}: port must be a number from 1 to 65535")
-        if not _is_ip(host) and not _is_dns_name(host):
-            raise ValueError(f"verify target {value!r}: {host!r} is not an IP address or host name")
+        host, port = parse_host_port(value)
         if server_name is not None and not server_name.strip():
             server_name = None
-        return cls(host=host, port=int(port_text), server_name=server_name)
+        return cls(host=host, port=port, server_name=server_name)
 
     @property
     def sni(self) -> Optional[str]:
         """The SNI name: server_name, else the host, whichever first is a DNS name (IPs are not sent)."""
         for candidate in (self.server_name, self.host):
-            if candidate and _is_dns_name(candidate):
+            if candidate and is_dns_name(candidate):
                 return candidate
         return None
 
@@ -314,44 +309,6 @@ def _located_error(output: str) -> Optional[str]:
         if where.endswith(":"):
             return f"{where.rstrip(':')}: {why}"[:500]
     return None
-
-
-def _split_host_port(text: str) -> Tuple[str, str]:
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":") or not _is_ipv6(host):
-            raise ValueError(f"verify target {text!r}: expected [IPv6]:PORT")
-        return host, rest[1:]
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"verify target {text!r}: expected HOST:PORT")
-    if ":" in host:
-        raise ValueError(f"verify target {text!r}: put an IPv6 address in brackets, [::1]:443")
-    return host, port
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
-
-
-def _is_dns_name(text: str) -> bool:
-    if _is_ip(text) or len(text) > 253:
-        return False
-    labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
-    if labels[-1].isdigit():
-        return False  # 1.2.3 or 999.1.1.1: an IP typo, not a name
-    return all(_DNS_LABEL.match(label) for label in labels)
 
 
 def _is_dead_on_linux(pid: int) -> bool:
