@@ -151,7 +151,14 @@ class AwsProxy:
                 self.wfile.write(data)
                 conn.close()
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+            def _forward_quietly(self) -> None:
+                # A client that gives up (a daemon stopping during a long poll) is not an error.
+                try:
+                    self._forward()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward_quietly
 
         return Handler
 

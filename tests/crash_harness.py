@@ -58,7 +58,7 @@ SWAP_LINK = "swapping a link"
 STAGED = "staged, not yet active"
 ACTIVE_UNSAVED = "activated, state not saved"
 BEFORE = "before the install"
-DONE = "after the install"
+DONE = "installed and recorded"
 
 
 def dummy_aws_env() -> None:
@@ -113,7 +113,7 @@ def public_der(pem: bytes, private: bool) -> bytes:
         public = key.public_key()
     else:
         public = x509.load_pem_x509_certificate(pem).public_key()
-    return public.public_bytes(  # type: ignore[union-attr]
+    return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -179,8 +179,12 @@ def served_problems(site: Site, known: Dict[bytes, str]) -> List[str]:
     return [] if der in known else ["httpd serves a leaf this test did not publish"]
 
 
-def classify(site: Site, state_store_version: Optional[str]) -> str:
-    """Where in an install the kill landed, judged from what it left behind."""
+def classify(site: Site, active_before: str, saved: bool) -> str:
+    """Where in an install the kill landed, judged from what it left behind.
+
+    ``active_before`` is the version `..data` named when the round started; ``saved`` says whether
+    state.json already records the round's version as installed.
+    """
     names = set(os.listdir(site.cert_dir))
     if any(n.startswith(STAGING_PREFIX) for n in names):
         return STAGING
@@ -189,11 +193,9 @@ def classify(site: Site, state_store_version: Optional[str]) -> str:
     if LINK_TMP in names:
         return SWAP_LINK
     active = os.readlink(site.cert_dir / DATA_LINK)
-    if any(is_version_name(n) and n > active for n in names):
-        return STAGED
-    if state_store_version != active:
-        return ACTIVE_UNSAVED
-    return BEFORE
+    if active == active_before:
+        return STAGED if any(is_version_name(n) and n > active for n in names) else BEFORE
+    return DONE if saved else ACTIVE_UNSAVED
 
 
 def _installed(site: Site) -> Tuple[Optional[str], Optional[str]]:
@@ -204,7 +206,7 @@ def _installed(site: Site) -> Tuple[Optional[str], Optional[str]]:
         return None, None
     if not installed:
         return None, None
-    return installed.get("version_id"), installed.get("store_version")  # type: ignore[union-attr]
+    return installed.get("version_id"), installed.get("store_version")
 
 
 @dataclass
@@ -215,9 +217,14 @@ class CrashReport:
     where: Counter[str] = field(default_factory=collections.Counter)
     problems: List[str] = field(default_factory=list)
     served_old_after_kill: int = 0
+    state_tmp_files_left: int = 0  # `.state.*` temporaries a killed save left in state_dir
     elapsed_s: float = 0.0
     delay_window_s: Tuple[float, float] = (0.0, 0.0)
     seed: int = 0
+
+    def inside_install(self) -> int:
+        """Kills that left an install half done (anything between staging and saving state)."""
+        return sum(self.where[w] for w in (STAGING, SWAP_DATA, SWAP_LINK, STAGED, ACTIVE_UNSAVED))
 
     def summary(self) -> str:
         lo, hi = self.delay_window_s
@@ -225,7 +232,8 @@ class CrashReport:
             f"certpull {self.command}: {self.kills} SIGKILLs, {self.recoveries} full recoveries, "
             f"{len(self.problems)} problems, {self.elapsed_s:.0f} s (seed {self.seed}, kill delay "
             f"{lo * 1000:.0f}-{hi * 1000:.0f} ms); landed: {dict(self.where)}; "
-            f"old leaf still served right after the kill: {self.served_old_after_kill}"
+            f"old leaf still served right after the kill: {self.served_old_after_kill}; "
+            f"state.json temporaries left behind: {self.state_tmp_files_left}"
         )
 
 
@@ -323,21 +331,25 @@ class CrashHarness:
         """``kills`` rounds of put -> spawn -> SIGKILL -> check; full recovery every few rounds."""
         report = CrashReport(command=command, seed=seed)
         staged_at, active_at = self.calibrate(command)
-        lo, hi = max(0.0, staged_at - 0.15), active_at + 0.25
-        report.delay_window_s = (lo, hi)
+        # Half the kills aim at the few milliseconds of staging and switching (process start-up
+        # jitter spreads them), half anywhere from the AWS calls to the reload and verify.
+        narrow = (max(0.0, staged_at - 0.015), active_at + 0.01)
+        wide = (max(0.0, staged_at - 0.15), active_at + 0.25)
+        report.delay_window_s = wide
         started = time.monotonic()
         for kill in range(kills):
             self.rotate()  # (1)
+            active_before = os.readlink(self.site.cert_dir / DATA_LINK)
             proc = spawn(self.site, command, self.log_path)  # (2)
-            time.sleep(self.rng.uniform(lo, hi))
+            time.sleep(self.rng.uniform(*(narrow if kill % 2 else wide)))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             context = f"{command} kill {kill} (seed {seed})"
             if proc.returncode != -signal.SIGKILL:
                 report.problems.append(f"{context}: exited {proc.returncode} before the kill")
             report.kills += 1
-            version_id, store_version = _installed(self.site)
-            where = DONE if version_id == self.version_id else classify(self.site, store_version)
+            saved = _installed(self.site)[0] == self.version_id
+            where = classify(self.site, active_before, saved)
             report.where[where] += 1  # (3)
             problems = live_set_problems(self.site, self.known) + served_problems(
                 self.site, self.known
@@ -353,6 +365,7 @@ class CrashHarness:
             if progress:
                 progress(kill + 1)
         report.elapsed_s = time.monotonic() - started
+        report.state_tmp_files_left = len(list(self.site.state_dir.glob(".state.*")))
         return report
 
     def check_recovery(self, command: str) -> List[str]:

@@ -42,7 +42,8 @@ class AwsClients:
         self._config = botocore.config.Config(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # total_max_attempts counts the first call too (botocore's max_attempts counts retries)
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             user_agent_extra=f"certpull/{__version__}",
             tcp_keepalive=True,
         )

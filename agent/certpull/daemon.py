@@ -190,6 +190,8 @@ class Agent:
                 "%s: drift: %s; restoring", name, "; ".join(problems), extra={"CERT_NAME": name}
             )
             live.repair()
+            if live.verify_links():
+                return False  # edited files: the check that republishes them counts the drift
             if live.current() is not None:
                 self._compat_links(cert, live)
             state = self.state_file.load()
@@ -197,7 +199,7 @@ class Agent:
             cstate.drift_count += 1
             cstate.last_drift_at = self.clock()
             self.state_file.save(state)
-            return not live.verify_links()
+            return True
 
     def _compat_links(self, cert: CertConfig, live: LiveDir) -> None:
         if cert.compat_links:
@@ -313,7 +315,7 @@ class Agent:
                     f"{cert.name}: version {version_id} was rolled back by the operator; waiting for a new version",
                     version_id,
                 ), None
-            installed_not_after = self._installed_not_after(live)
+            installed_not_after = self._installed_not_after(live, cstate)
             allowed, why = install_allowed(
                 windows,
                 datetime.fromtimestamp(now, timezone.utc),
@@ -552,7 +554,12 @@ class Agent:
         older = versions[: versions.index(active)] if active in versions else []
         return active, (older[-1] if older else None)
 
-    def _installed_not_after(self, live: LiveDir) -> Optional[datetime]:
+    def _installed_not_after(self, live: LiveDir, cstate: CertState) -> Optional[datetime]:
+        """Expiry of what the agent installed: its own record first, because a live cert.pem
+        edited by someone else must not decide what may replace it; else the live file."""
+        if cstate.installed is not None and cstate.installed.not_after:
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(cstate.installed.not_after)
         try:
             return leaf_info(live.read(CERT_FILE)).not_after
         except (StoreError, BundleError, OSError):

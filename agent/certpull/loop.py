@@ -42,6 +42,10 @@ HEARTBEAT_S = 30.0  # state.json heartbeat; `status` calls the daemon stuck afte
 MAX_SLEEP_S = 60.0
 EVENT_BACKOFF_BASE_S = 5.0
 EVENT_BACKOFF_CAP_S = 300.0
+# The drift watcher ignores a certificate's files while a pass runs and for its settle time after
+# (0.5 s by default), so a change made then would wait for the next regular check: verify the
+# files once more, locally, this long after each successful pass.
+DRIFT_RECHECK_S = 1.0
 
 
 @dataclass
@@ -237,6 +241,7 @@ class AgentLoop:
         self.events: Optional[EventPoller] = None
         self.drift: Any = None
         self.pending: Set[str] = set()
+        self.rechecks: Dict[str, float] = {}  # name -> monotonic time of a local drift check
         self.summary = "starting"
         self._last_heartbeat = float("-inf")
 
@@ -266,6 +271,7 @@ class AgentLoop:
                 if requests.stop:
                     break
                 self._apply(requests)
+                self._recheck_drift(self._monotonic())
                 due = self.scheduler.due(self._monotonic())
                 if due:
                     self._pass(due)
@@ -339,6 +345,7 @@ class AgentLoop:
                 self.scheduler.record_failure(name, now)
             else:
                 self.scheduler.record_success(name, now)
+                self.rechecks[name] = now + DRIFT_RECHECK_S
             if outcome is not None and outcome.status == PENDING:
                 self.pending.add(name)
             elif name in self.pending:
@@ -348,6 +355,24 @@ class AgentLoop:
         self.summary = _summarise(self.config.names, outcomes, self.scheduler, now)
         self.notifier.status(self.summary)
         self._save_schedule()
+
+    def _recheck_drift(self, now: float) -> None:
+        """The watcher's blind spot after a pass: repair what changed meanwhile (no AWS call)."""
+        for name, at in sorted(self.rechecks.items()):
+            if at > now:
+                continue
+            del self.rechecks[name]
+            if name in self.config.names and self._drifted(name) and not self._repair(name):
+                self.scheduler.trigger(name, now, 0.0)
+
+    def _drifted(self, name: str) -> bool:
+        """Read-only: does an installed certificate's live dir differ from what was installed?"""
+        try:
+            live = self.agent.live_dir_for(self.config.cert(name))
+            return live.current() is not None and bool(live.verify_links())
+        except CertpullError as exc:
+            log.warning("%s: cannot check the live files: %s", name, exc, extra={"CERT_NAME": name})
+            return False
 
     def _repair(self, name: str) -> bool:
         """Drift on disk: restore links locally; False when the files need republishing."""
@@ -377,6 +402,7 @@ class AgentLoop:
         self.scheduler.sync_names(new.names, now)
         self.scheduler.set_interval(self._interval(new), now)
         self.pending &= set(new.names)
+        self.rechecks = {n: t for n, t in self.rechecks.items() if n in new.names}
         if new.agent.events_queue_url != old_queue:
             if self.events:
                 self.events.stop()
@@ -422,6 +448,8 @@ class AgentLoop:
         watchdog = self.notifier.watchdog_interval_s()
         if watchdog:
             sleep = min(sleep, watchdog)
+        if self.rechecks:
+            sleep = min(sleep, min(self.rechecks.values()) - now)
         if self.pending and self.windows is not None:
             utc = self._utc_now()
             sleep = min(sleep, (self.windows.next_open(utc) - utc).total_seconds() + 0.5)

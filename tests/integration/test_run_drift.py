@@ -77,9 +77,7 @@ def start(site: Site, aws_proxy: AwsProxy) -> Daemon:
 def drift_site(
     tmp_path: Path, local_aws: LocalAws, aws_proxy: AwsProxy, apache: ApacheFactory, pki: Pki
 ) -> Site:
-    return make_site(
-        tmp_path, local_aws, aws_proxy, apache, pki, poll_interval_s="3600", log_level="debug"
-    )
+    return make_site(tmp_path, local_aws, aws_proxy, apache, pki, poll_interval_s="3600")
 
 
 @pytest.fixture
@@ -114,28 +112,41 @@ def test_deleted_key_link_is_restored_locally(
     assert drift_daemon.stop() == 0
 
 
+def overwrite_cert_and_wait_for_republish(
+    site: Site, daemon: Daemon, intruder_days: int, timeout_s: float = REPAIR_TIMEOUT_S
+) -> None:
+    right = site.live_bytes()
+    intruder = site.pki.leaf(slot=7, days=intruder_days)
+    with open(site.cert_dir / "cert.pem", "w") as handle:  # through the link, into the version dir
+        handle.write(intruder.pem)
+    assert (site.cert_dir / "cert.pem").read_bytes() == intruder.pem.encode()
+    daemon.wait_for(
+        "cert.pem republished",
+        lambda: (site.cert_dir / "cert.pem").read_bytes() == right["cert.pem"],
+        timeout_s,
+    )
+    daemon.wait_for("state saved", lambda: status_of(site)["live_fingerprint_matches"])
+    assert site.live_bytes() == right
+
+
 def test_edited_cert_file_is_republished_from_the_secret(
     drift_site: Site, drift_daemon: Daemon, aws_proxy: AwsProxy
 ) -> None:
     site = drift_site
-    right = site.live_bytes()
-    intruder = site.pki.leaf(slot=7)
-    with open(site.cert_dir / "cert.pem", "w") as handle:  # through the link, into the version dir
-        handle.write(intruder.pem)
-    assert (site.cert_dir / "cert.pem").read_bytes() == intruder.pem.encode()
-    drift_daemon.wait_for(
-        "cert.pem republished",
-        lambda: (site.cert_dir / "cert.pem").read_bytes() == right["cert.pem"],
-        REPAIR_TIMEOUT_S,
-    )
-    drift_daemon.wait_for("state saved", lambda: status_of(site)["live_fingerprint_matches"])
-    assert site.live_bytes() == right
+    overwrite_cert_and_wait_for_republish(site, drift_daemon, intruder_days=30)
     assert aws_proxy.count("GetSecretValue") == 1  # the right bytes come from the secret
     assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
-    report = status_of(site)
-    assert report["drift_count"] >= 1
+    # Counted by the pass that republishes, whose state is saved after its reload and verify.
+    drift_daemon.wait_for("drift counted", lambda: status_of(site)["drift_count"] == 1)
     assert "cert.pem was modified after it was installed" in drift_daemon.log()
     assert drift_daemon.stop() == 0
+
+
+def test_edited_cert_file_expiring_later_is_republished_too(
+    drift_site: Site, drift_daemon: Daemon
+) -> None:
+    # the working case republishes in about a second
+    overwrite_cert_and_wait_for_republish(drift_site, drift_daemon, intruder_days=365, timeout_s=5)
 
 
 def test_closed_install_window_keeps_a_new_version_pending(
@@ -188,7 +199,6 @@ def test_expiring_certificate_is_installed_outside_the_window(
         daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), REPAIR_TIMEOUT_S)
         daemon.wait_for("state saved", lambda: status_of(site)["version_id"] == version)
         assert status_of(site)["pending_version_id"] is None
-        assert "urgent" in daemon.log()
         assert daemon.stop() == 0
     finally:
         daemon.stop()

@@ -279,4 +279,3 @@ def test_a_burst_of_events_costs_one_fetch_and_one_reload(
         assert daemon.stop() == 0
     finally:
         daemon.stop()
-

@@ -1,0 +1,225 @@
+"""Footprint of the agent: `certpull status` wall time, RSS growth over many polls, cold start to READY.
+
+status      `python -m certpull -c CONF status` as a subprocess, --status-runs times, against a
+            host with installed certificates and a state.json; median / p90 / max wall time
+            (goal < 150 ms), and whether boto3 (or botocore) was imported on that path (must not).
+polls       a child process builds the real Agent (boto3 client to moto's server on 127.0.0.1,
+            real files) and runs --polls passes over --certs certificates whose secrets do not
+            change (one DescribeSecret per certificate per pass, state.json saved every pass);
+            RSS (VmRSS) after --warmup passes and at the end: growth (goal < 1 MiB).
+ready       `certpull run` started --ready-runs times with a test NOTIFY_SOCKET: seconds from
+            exec to READY=1 (median / max), then SIGTERM.
+
+  .venv/bin/python bench/bench_footprint.py [--polls 10000] [--certs 3] [--status-runs 30] [--ready-runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "agent"), str(ROOT)]
+
+from tests.crash_harness import certpull_env, standalone_site  # noqa: E402
+from tests.daemon_proc import NotifySocket  # noqa: E402
+from tests.site import Site  # noqa: E402
+
+MIB = 1024 * 1024
+
+# Runs in the child: N passes of the real Agent, RSS at checkpoints, one JSON line per checkpoint.
+POLL_CHILD = """
+import json, sys
+from pathlib import Path
+from certpull.config import load_config
+from certpull.daemon import build_agent
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+conf, polls, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+agent = build_agent(load_config(conf, lambda p: Path(p).read_text()))
+step = max(1, polls // 10)
+for i in range(1, polls + 1):
+    report = agent.sync()
+    if not report.ok:
+        raise SystemExit(f"pass {i} failed: {[o.message for o in report.outcomes]}")
+    if i == warmup or i % step == 0:
+        print(json.dumps({"pass": i, "rss": rss()}), flush=True)
+"""
+
+
+def ms_summary(values_s: Sequence[float]) -> Dict[str, float]:
+    ms = sorted(v * 1000 for v in values_s)
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))], 1),
+        "max_ms": round(ms[-1], 1),
+    }
+
+
+def add_certs(site: Site, count: int) -> None:
+    """Extra [cert:NAME] sections, each with its own secret, installed but not served by Apache."""
+    sm = site.aws.client("secretsmanager")
+    extra = []
+    for i in range(1, count):
+        arn = sm.create_secret(
+            Name=f"extra{i}-tls-{os.getpid()}-{time.time_ns()}",
+            SecretString=site.pki.secret_string(site.pki.leaf(slot=10 + i)),
+        )["ARN"]
+        extra.append(f"\n[cert:extra{i}]\nsecret_arn = {arn}\nserver_name = www.example.com\n")
+    with open(site.config_path, "a") as handle:
+        handle.write("".join(extra))
+
+
+def bench_status(site: Site, runs: int) -> Dict[str, Any]:
+    argv = [sys.executable, "-m", "certpull", "-c", str(site.config_path), "status"]
+    times: List[float] = []
+    for _ in range(runs):
+        started = time.monotonic()
+        done = subprocess.run(argv, capture_output=True, env=certpull_env(), check=False)
+        times.append(time.monotonic() - started)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"status exited {done.returncode}: {done.stdout!r}")
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv[1:]],
+        capture_output=True,
+        text=True,
+        env=certpull_env(),
+        check=False,
+    )
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in traced.stderr.splitlines()
+    }
+    return {
+        **ms_summary(times),
+        "imports_boto3": "boto3" in imported,
+        "imports_botocore": "botocore" in imported,
+        "imports_cryptography": "cryptography" in imported,
+    }
+
+
+def bench_polls(site: Site, polls: int, warmup: int) -> Dict[str, Any]:
+    site.agent_options.update(
+        {
+            "endpoint_url": site.aws.endpoint_url,  # straight to moto: the proxy is not measured
+            "httpd_pid_file": str(site.root / "no-httpd.pid"),
+            "reload_command": "/bin/true",
+            "configtest_command": "/bin/true",
+        }
+    )
+    site.cert_options.pop("verify", None)
+    site.write_config()
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", POLL_CHILD, str(site.config_path), str(polls), str(warmup)],
+        capture_output=True,
+        text=True,
+        env=certpull_env(),
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    if child.returncode != 0:
+        raise SystemExit(f"poll child failed: {child.stderr[-2000:]}")
+    points = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    warm = next(p["rss"] for p in points if p["pass"] == warmup)
+    end = points[-1]["rss"]
+    return {
+        "polls": polls,
+        "warmup": warmup,
+        "rss_after_warmup_mib": round(warm / MIB, 2),
+        "rss_end_mib": round(end / MIB, 2),
+        "growth_mib": round((end - warm) / MIB, 3),
+        "checkpoints_mib": [(p["pass"], round(p["rss"] / MIB, 2)) for p in points],
+        "seconds": round(elapsed, 1),
+    }
+
+
+def bench_ready(site: Site, runs: int) -> Dict[str, Any]:
+    times: List[float] = []
+    for i in range(runs):
+        sock_path = site.root / f"notify-{i}.sock"
+        notify = NotifySocket(sock_path)
+        env = certpull_env()
+        env["NOTIFY_SOCKET"] = str(sock_path)
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "certpull", "-c", str(site.config_path), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            while "READY=1" not in notify.messages:
+                if proc.poll() is not None or time.monotonic() - started > 30:
+                    raise SystemExit(f"`certpull run` never sent READY=1 (exit {proc.poll()})")
+                time.sleep(0.001)
+            times.append(time.monotonic() - started)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            notify.close()
+    return ms_summary(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--polls", type=int, default=10_000)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--certs", type=int, default=3)
+    parser.add_argument("--status-runs", type=int, default=30)
+    parser.add_argument("--ready-runs", type=int, default=10)
+    args = parser.parse_args()
+    with standalone_site() as site:
+        site.create_secret(site.pki.leaf())
+        add_certs(site, args.certs)
+        if site.certpull("sync").returncode != 0:
+            raise SystemExit("first sync failed")
+        site.apache.start()
+        status = bench_status(site, args.status_runs)
+        print(
+            f"status wall time: median {status['median_ms']} ms, p90 {status['p90_ms']} ms, "
+            f"max {status['max_ms']} ms (n={status['n']}); imports boto3: {status['imports_boto3']}, "
+            f"botocore: {status['imports_botocore']}",
+            flush=True,
+        )
+        ready = bench_ready(site, args.ready_runs)
+        print(
+            f"cold start to READY=1: median {ready['median_ms']} ms, max {ready['max_ms']} ms "
+            f"(n={ready['n']}, {args.certs} certs)",
+            flush=True,
+        )
+        polls = bench_polls(site, args.polls, min(args.warmup, args.polls))
+        print(
+            f"RSS over {polls['polls']} polls x {args.certs} certs: {polls['rss_after_warmup_mib']} MiB "
+            f"after {polls['warmup']}, {polls['rss_end_mib']} MiB at the end: growth "
+            f"{polls['growth_mib']} MiB ({polls['seconds']} s)",
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "footprint",
+                "certs": args.certs,
+                "status": status,
+                "ready": ready,
+                "polls": polls,
+            }
+        )
+    )
+    ok = polls["growth_mib"] < 1.0 and status["median_ms"] < 150 and not status["imports_boto3"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
