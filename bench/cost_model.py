@@ -142,7 +142,10 @@ def inputs_from_api_calls(doc: Dict[str, Any], base: Inputs) -> Inputs:
         **{
             **base.__dict__,
             "describe_per_check": float(per_check) if per_check else base.describe_per_check,
-            "sqs_wait_s": float(wait) if wait and wait != float("inf") else base.sqs_wait_s,
+            # a long poll lasts at most 20 s (SQS's maximum wait); a short window can overstate it
+            "sqs_wait_s": min(float(wait), DEFAULT_SQS_WAIT_S)
+            if wait and wait != float("inf")
+            else base.sqs_wait_s,
         }
     )
 

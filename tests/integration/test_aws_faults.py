@@ -28,9 +28,8 @@ from tests.site import Site, contains_key_material
 pytestmark = pytest.mark.integration
 
 MAX_ATTEMPTS = 2
-# aws.py hands `max_attempts` to botocore as retries["max_attempts"], which botocore counts as
-# retries after the first call (its total is `total_max_attempts`): one call more than configured.
-CALLS_PER_OPERATION = MAX_ATTEMPTS + 1
+# max_attempts counts the first call too (aws.py passes it as botocore's total_max_attempts)
+CALLS_PER_OPERATION = MAX_ATTEMPTS
 READ_TIMEOUT_S = 0.5
 SLOW_S = 1.5  # longer than the read timeout
 
@@ -213,7 +212,7 @@ def test_fault_keeps_the_certificate_and_bounds_calls_then_recovers(
 
 
 OUTAGE_S = 8.0
-CALLS_PER_CHECK = 2  # max_attempts = 1 (see CALLS_PER_OPERATION)
+CALLS_PER_CHECK = 1  # max_attempts = 1
 
 
 def test_run_backs_off_during_an_outage_and_recovers(fault_site: FaultSite) -> None:

@@ -37,8 +37,8 @@ from tests.site import Site, contains_key_material
 
 pytestmark = pytest.mark.integration
 
-SYNC_KILLS = int(os.environ.get("CERTPULL_CRASH_SYNC_KILLS", "40"))
-RUN_KILLS = int(os.environ.get("CERTPULL_CRASH_RUN_KILLS", "30"))
+SYNC_KILLS = int(os.environ.get("CERTPULL_CRASH_SYNC_KILLS", "30"))
+RUN_KILLS = int(os.environ.get("CERTPULL_CRASH_RUN_KILLS", "24"))
 SEED = int(os.environ.get("CERTPULL_CRASH_SEED", str(time.time_ns() % 1_000_000)))
 
 
