@@ -12,7 +12,7 @@
 #       them as SOURCES/certpull-wheels-<version>-<arch>.tar, so rpmbuild itself runs offline;
 #   (4) run rpmbuild with a private _topdir, adding packaging/rpm/macros.fallback only when the
 #       system has no systemd RPM macros, and --nodeps only when rpm does not manage this system;
-#   (5) copy the binary RPM to dist/.
+#   (5) copy the binary RPM to dist/ (or $CERTPULL_RPM_OUT) and print its path.
 #
 # Environment: PYTHON (a Python 3 with pip, default: python3), PYTHON39 (CPython 3.9 to byte-compile
 # with; default: python3.9 or /usr/bin/python3, whichever is 3.9).
@@ -52,9 +52,12 @@ done
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/certpull/__init__.py)
 [ -n "$version" ] || die "no __version__ in agent/certpull/__init__.py"
 
-top=$root/build/rpm
+# CERTPULL_RPM_TOPDIR / CERTPULL_RPM_OUT: private build and output dirs, so that two builds (the
+# test suite under two Pythons at once) never share a tree.
+top=${CERTPULL_RPM_TOPDIR:-$root/build/rpm}
+out=${CERTPULL_RPM_OUT:-dist}
 rm -rf "$top"
-mkdir -p "$top"/{SOURCES,SPECS,BUILD,BUILDROOT,RPMS,SRPMS} dist
+mkdir -p "$top"/{SOURCES,SPECS,BUILD,BUILDROOT,RPMS,SRPMS} "$out"
 
 # (2)
 tar --create --gzip --file "$top/SOURCES/certpull-$version.tar.gz" \
@@ -96,5 +99,5 @@ rpmbuild -bb --quiet "${extra[@]}" --target "$arch" \
 shopt -s nullglob
 rpms=("$top/RPMS/$arch"/certpull-"$version"-*."$arch".rpm)
 [ ${#rpms[@]} -eq 1 ] || die "expected one RPM in $top/RPMS/$arch"
-cp "${rpms[0]}" dist/
-echo "dist/$(basename "${rpms[0]}")"
+cp "${rpms[0]}" "$out/"
+echo "$out/$(basename "${rpms[0]}")"

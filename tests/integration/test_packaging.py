@@ -67,9 +67,16 @@ def python39() -> str:
 
 
 @pytest.fixture(scope="module")
-def package() -> Path:
-    # This interpreter has pip (build-rpm.sh downloads the pinned wheels with it).
-    env = {**os.environ, "PYTHON": sys.executable}
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # This interpreter has pip (build-rpm.sh downloads the pinned wheels with it). Private build
+    # and output dirs: the suite may run under two Pythons at once.
+    build = tmp_path_factory.mktemp("rpmbuild")
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "CERTPULL_RPM_TOPDIR": str(build / "top"),
+        "CERTPULL_RPM_OUT": str(build / "out"),
+    }
     result = run(["bash", str(REPO / "packaging" / "build-rpm.sh")], cwd=REPO, env=env)
     assert result.returncode == 0, f"build-rpm.sh failed:\n{result.stdout}\n{result.stderr}"
     built = REPO / result.stdout.strip().splitlines()[-1]
