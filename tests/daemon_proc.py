@@ -85,6 +85,10 @@ class Daemon:
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         self.wait_for("READY=1", lambda: "READY=1" in self.notify.messages, timeout_s)
 
+    def wait_first_pass(self) -> None:
+        """READY=1 carries one STATUS=; the first pass sends the next one."""
+        self.wait_for("first pass", lambda: self.notify.keys().count("STATUS") >= 2)
+
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 

@@ -148,6 +148,13 @@ class Site:
     def served_der(self) -> bytes:
         return self.apache.served_leaf_der()
 
+    def serves(self, der: bytes) -> bool:
+        """Does a fresh handshake return this leaf? (False while httpd is down or reloading.)"""
+        try:
+            return self.served_der() == der
+        except Exception:
+            return False
+
     def state(self) -> Mapping[str, object]:
         return json.loads((self.state_dir / "state.json").read_text())
 

@@ -247,7 +247,7 @@ def test_run_backs_off_during_an_outage_and_recovers(fault_site: FaultSite) -> N
         cleared = time.monotonic()
         daemon.wait_for(
             "the new leaf to be served",
-            lambda: _serves(site, new_leaf.der),
+            lambda: site.serves(new_leaf.der),
             timeout_s=30,
         )
         recovered_s = time.monotonic() - cleared
@@ -262,10 +262,3 @@ def test_run_backs_off_during_an_outage_and_recovers(fault_site: FaultSite) -> N
     assert set(served_during) == {old_der}, "the old certificate was not served throughout"
     assert 1 <= calls <= (OUTAGE_S + 1) * CALLS_PER_CHECK, calls
     assert proxy.count("GetSecretValue") >= 1  # only after the throttling stopped
-
-
-def _serves(site: Site, der: bytes) -> bool:
-    try:
-        return site.served_der() == der
-    except Exception:
-        return False

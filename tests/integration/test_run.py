@@ -43,17 +43,10 @@ def daemon(site: Site) -> Iterator[Daemon]:
         d.stop()
 
 
-def serves(site: Site, der: bytes) -> bool:
-    try:
-        return site.served_der() == der
-    except Exception:
-        return False
-
-
 def test_rotation_is_picked_up_by_polling(site: Site, daemon: Daemon) -> None:
     leaf_b = site.pki.leaf(slot=1)
     site.put(leaf_b)
-    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), timeout_s=30)
+    daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), timeout_s=30)
     assert daemon.stop() == 0
     keys = daemon.notify.keys()
     assert keys[0] == "READY=1" and keys[-1] == "STOPPING=1"
@@ -79,7 +72,7 @@ def test_sighup_with_broken_config_keeps_running_and_reports_it(site: Site, daem
     daemon.wait_for("config error cleared", lambda: not site.state()["daemon"].get("config_error"))  # type: ignore[union-attr]
     leaf_b = site.pki.leaf(slot=2)
     site.put(leaf_b)
-    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der))
+    daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der))
     keys = daemon.notify.keys()
     assert keys.count("RELOADING=1") >= 2
     assert keys.index("RELOADING=1") < len(keys) - 1 - keys[::-1].index("READY=1")
@@ -93,11 +86,11 @@ def test_throttling_backs_off_keeps_serving_and_recovers(
     site.put(leaf_b)
     time.sleep(8)
     calls = aws_proxy.count("DescribeSecret")
-    assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
+    assert site.serves(site.first_leaf.der)  # type: ignore[attr-defined]
     # max_attempts=1: no botocore retries on top. Full-jitter backoff (floor 1 s, ceiling 5 s then
     # 10 s) allows at most one call per second; the distribution itself is tested in test_schedule.
     assert 1 <= calls <= 9, calls
     code, status = site.status_json()
     assert code == 1 and "ThrottlingException" in json.dumps(status)
     aws_proxy.clear_faults()
-    daemon.wait_for("recovery", lambda: serves(site, leaf_b.der), timeout_s=30)
+    daemon.wait_for("recovery", lambda: site.serves(leaf_b.der), timeout_s=30)

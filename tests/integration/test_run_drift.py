@@ -25,18 +25,6 @@ pytestmark = pytest.mark.integration
 REPAIR_TIMEOUT_S = 10.0
 
 
-def serves(site: Site, der: bytes) -> bool:
-    try:
-        return site.served_der() == der
-    except Exception:
-        return False
-
-
-def wait_first_pass(daemon: Daemon) -> None:
-    """READY=1 carries one STATUS=; the first pass sends the next one."""
-    daemon.wait_for("first pass", lambda: daemon.notify.keys().count("STATUS") >= 2)
-
-
 def status_of(site: Site) -> Mapping[str, Any]:
     return site.status_json()[1]["certs"]["www"]  # type: ignore[index,no-any-return]
 
@@ -68,7 +56,7 @@ def make_site(
 def start(site: Site, aws_proxy: AwsProxy) -> Daemon:
     daemon = Daemon(site)
     daemon.wait_ready()
-    wait_first_pass(daemon)
+    daemon.wait_first_pass()
     aws_proxy.reset_counts()
     return daemon
 
@@ -135,7 +123,7 @@ def test_edited_cert_file_is_republished_from_the_secret(
     site = drift_site
     overwrite_cert_and_wait_for_republish(site, drift_daemon, intruder_days=30)
     assert aws_proxy.count("GetSecretValue") == 1  # the right bytes come from the secret
-    assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
+    assert site.serves(site.first_leaf.der)  # type: ignore[attr-defined]
     # Counted by the pass that republishes, whose state is saved after its reload and verify.
     drift_daemon.wait_for("drift counted", lambda: status_of(site)["drift_count"] == 1)
     assert "cert.pem was modified after it was installed" in drift_daemon.log()
@@ -170,7 +158,7 @@ def test_closed_install_window_keeps_a_new_version_pending(
         assert aws_proxy.count("GetSecretValue") == 1  # validated once, not re-fetched per check
         assert site.live_bytes() == before
         assert site.reloads() == reloads
-        assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
+        assert site.serves(site.first_leaf.der)  # type: ignore[attr-defined]
         assert status_of(site)["version_id"] != version
         assert "pending" in daemon.log() and window in daemon.log()
         assert daemon.stop() == 0
@@ -196,7 +184,7 @@ def test_expiring_certificate_is_installed_outside_the_window(
     try:
         leaf_b = site.pki.leaf(slot=2)
         version = site.put(leaf_b)
-        daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), REPAIR_TIMEOUT_S)
+        daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), REPAIR_TIMEOUT_S)
         daemon.wait_for("state saved", lambda: status_of(site)["version_id"] == version)
         assert status_of(site)["pending_version_id"] is None
         assert daemon.stop() == 0

@@ -122,18 +122,6 @@ def put_secret_value_call(site: Site) -> Dict[str, Any]:
     return event
 
 
-def serves(site: Site, der: bytes) -> bool:
-    try:
-        return site.served_der() == der
-    except Exception:
-        return False
-
-
-def wait_first_pass(daemon: Daemon) -> None:
-    """READY=1 carries one STATUS=; the first pass sends the next one."""
-    daemon.wait_for("first pass", lambda: daemon.notify.keys().count("STATUS") >= 2)
-
-
 @pytest.fixture
 def bus(local_aws: LocalAws) -> Iterator[EventBus]:
     b = EventBus(local_aws)
@@ -174,7 +162,7 @@ def daemon(site: Site, aws_proxy: AwsProxy) -> Iterator[Daemon]:
     d = Daemon(site)
     try:
         d.wait_ready()
-        wait_first_pass(d)
+        d.wait_first_pass()
         aws_proxy.reset_counts()
         yield d
     finally:
@@ -188,7 +176,7 @@ def test_rotation_is_picked_up_by_an_eventbridge_event(
     leaf_b = site.pki.leaf(slot=1)
     version = site.put(leaf_b)
     bus.put_event(label_updated(site, version))
-    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), PICKUP_TIMEOUT_S)
+    daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), PICKUP_TIMEOUT_S)
     daemon.wait_for("event deleted", lambda: bus.depth() == 0)
     assert aws_proxy.count("GetSecretValue") == 1
     assert aws_proxy.count("DescribeSecret") == 1
@@ -205,7 +193,7 @@ def test_sns_delivered_event_is_picked_up(
     leaf_b = site.pki.leaf(slot=2)
     site.put(leaf_b)
     bus.publish_sns(put_secret_value_call(site))
-    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), PICKUP_TIMEOUT_S)
+    daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), PICKUP_TIMEOUT_S)
     daemon.wait_for("message deleted", lambda: bus.depth() == 0)
     assert aws_proxy.count("GetSecretValue") == 1
     assert "rotation event PutSecretValue" in daemon.log()
@@ -245,7 +233,7 @@ def test_foreign_and_malformed_messages_are_deleted_without_a_check(
     leaf_b = site.pki.leaf(slot=3)
     version = site.put(leaf_b)
     bus.put_event(label_updated(site, version))
-    daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), PICKUP_TIMEOUT_S)
+    daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), PICKUP_TIMEOUT_S)
     assert "Traceback" not in daemon.log()
     assert daemon.stop() == 0
 
@@ -258,7 +246,7 @@ def test_a_burst_of_events_costs_one_fetch_and_one_reload(
     daemon = Daemon(site)
     try:
         daemon.wait_ready()
-        wait_first_pass(daemon)
+        daemon.wait_first_pass()
         aws_proxy.reset_counts()
         reloads = site.reloads()
         leaf_b = site.pki.leaf(slot=4)
@@ -268,7 +256,7 @@ def test_a_burst_of_events_costs_one_fetch_and_one_reload(
             burst = copy.deepcopy(event)
             burst["id"] = str(uuid.uuid4())
             bus.put_event(burst)
-        daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), PICKUP_TIMEOUT_S)
+        daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), PICKUP_TIMEOUT_S)
         daemon.wait_for("burst deleted", lambda: bus.depth() == 0)
         time.sleep(2.5)  # longer than the splay: a trigger still pending has run by now
         assert aws_proxy.count("GetSecretValue") == 1

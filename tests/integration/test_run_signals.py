@@ -30,18 +30,6 @@ pytestmark = pytest.mark.integration
 PICKUP_TIMEOUT_S = 10.0
 
 
-def serves(site: Site, der: bytes) -> bool:
-    try:
-        return site.served_der() == der
-    except Exception:
-        return False
-
-
-def wait_first_pass(daemon: Daemon) -> None:
-    """READY=1 carries one STATUS=; the first pass sends the next one."""
-    daemon.wait_for("first pass", lambda: daemon.notify.keys().count("STATUS") >= 2)
-
-
 def cert_state(site: Site) -> Mapping[str, object]:
     return site.state()["certs"]["www"]  # type: ignore[index,no-any-return]
 
@@ -91,7 +79,7 @@ def site(
 def start(site: Site, aws_proxy: AwsProxy, env: Mapping[str, str] = {}) -> Daemon:
     daemon = Daemon(site, extra_env=dict(env))
     daemon.wait_ready()
-    wait_first_pass(daemon)
+    daemon.wait_first_pass()
     aws_proxy.reset_counts()
     return daemon
 
@@ -116,11 +104,11 @@ def test_sigterm_during_an_install_lets_it_finish_and_exits_0(
         while os.readlink(data_link) == old_version:  # tight: the window is one second wide
             assert time.monotonic() < deadline, f"no install started:\n{daemon.log()}"
             time.sleep(0.002)
-        assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
+        assert site.serves(site.first_leaf.der)  # type: ignore[attr-defined]
         daemon.signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=30) == 0
         assert_complete_set(site, leaf_b)  # all new: the install was finished, not abandoned
-        assert serves(site, leaf_b.der)  # ... including the reload and the verification
+        assert site.serves(leaf_b.der)  # ... including the reload and the verification
         state = site.state()
         assert state["daemon"]["stopped_at"] is not None  # type: ignore[index]
         installed = cert_state(site)["installed"]
@@ -137,7 +125,7 @@ def test_sigusr1_checks_at_once(site: Site, aws_proxy: AwsProxy) -> None:
         leaf_b = site.pki.leaf(slot=2)
         site.put(leaf_b)
         daemon.signal(signal.SIGUSR1)
-        daemon.wait_for("new leaf served", lambda: serves(site, leaf_b.der), PICKUP_TIMEOUT_S)
+        daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), PICKUP_TIMEOUT_S)
         assert aws_proxy.count("DescribeSecret") == 1
         assert aws_proxy.count("GetSecretValue") == 1
         assert "SIGUSR1: checking every certificate now" in daemon.log()
@@ -192,7 +180,7 @@ def test_outage_backs_off_keeps_serving_and_recovers(
         site.put(leaf_b)  # straight to moto: only the agent's path is broken
         time.sleep(6)
         attempts = [t for t, op, _ in list(aws_proxy.log) if op == "DescribeSecret"]
-        assert serves(site, site.first_leaf.der)  # type: ignore[attr-defined]
+        assert site.serves(site.first_leaf.der)  # type: ignore[attr-defined]
         # Polling every second would make ~6 checks; full-jitter backoff (delays uniform in 0-5 s,
         # floored at 1 s) makes ~3, and 6 only if five delays in a row drew about the floor.
         assert 1 <= len(checks(attempts)) <= 5, attempts
@@ -204,7 +192,7 @@ def test_outage_backs_off_keeps_serving_and_recovers(
         assert www["consecutive_failures"] >= 1
         assert www["backoff_until"] is not None
         aws_proxy.clear_faults()
-        daemon.wait_for("recovery", lambda: serves(site, leaf_b.der), timeout_s=20)
+        daemon.wait_for("recovery", lambda: site.serves(leaf_b.der), timeout_s=20)
         daemon.wait_for("failures reset", lambda: cert_state(site)["consecutive_failures"] == 0)
         assert cert_state(site)["last_error"] is None
         assert daemon.stop() == 0

@@ -29,26 +29,6 @@ from tests.pki import Pki
 DEAD_PID = 2**30
 
 
-class RealSubprocessRefused(RuntimeError):
-    pass
-
-
-@pytest.fixture
-def real_subprocess() -> None:
-    """Opt-in marker for tests that really spawn processes."""
-
-
-@pytest.fixture(autouse=True)
-def _refuse_subprocesses(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if "real_subprocess" in request.fixturenames:
-        return
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise RealSubprocessRefused(f"unit test started a real subprocess: {args[:1]}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-
-
 # -- test doubles ----------------------------------------------------------------------------
 
 Script = Union[CommandResult, CommandError, Callable[[], None]]

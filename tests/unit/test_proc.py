@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,26 +18,7 @@ import pytest
 
 from certpull.errors import CommandError, ReloadError
 from certpull.proc import CommandResult, CommandRunner, split_command
-
-
-class RealSubprocessRefused(RuntimeError):
-    pass
-
-
-@pytest.fixture
-def real_subprocess() -> None:
-    """Opt-in marker for tests that really spawn processes."""
-
-
-@pytest.fixture(autouse=True)
-def _refuse_subprocesses(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if "real_subprocess" in request.fixturenames:
-        return
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise RealSubprocessRefused(f"unit test started a real subprocess: {args[:1]}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
+from tests.unit.conftest import RealSubprocessRefused
 
 
 def _gone(pid: int) -> bool:

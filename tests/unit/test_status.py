@@ -152,7 +152,7 @@ def test_text_and_json_render_the_same_facts() -> None:
     assert body["certs"]["www"]["days_left"] == 20.0
 
 
-def test_status_module_imports_neither_boto3_nor_cryptography() -> None:
+def test_status_module_imports_neither_boto3_nor_cryptography(real_subprocess: None) -> None:
     code = (
         "import sys, certpull.cli;"
         "bad = [m for m in ('boto3', 'botocore', 'cryptography') if m in sys.modules];"
