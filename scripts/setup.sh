@@ -33,18 +33,20 @@ quiet_pip() {
   "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 }
 
-need_venv() {
-  local py="${PYTHON:-python3}"
-  if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv with $($py --version)"
-    "$py" -m venv .venv
+# make_venv DIR PYTHON: a venv in DIR with the package and its test extras, reinstalled when
+# setup.cfg changed or an import is missing.
+make_venv() {
+  local dir=$1 py=$2
+  if [ ! -x "$dir/bin/python" ]; then
+    echo "setup: creating $dir with $($py --version)"
+    "$py" -m venv "$dir"
   fi
-  if ! .venv/bin/python -c 'import certpull, moto, pytest, systemd.daemon' >/dev/null 2>&1 \
-     || [ setup.cfg -nt .venv/.installed ]; then
-    echo "setup: pip install -e .[test]"
-    quiet_pip .venv/bin/python -m pip install -q --upgrade pip
-    quiet_pip .venv/bin/python -m pip install -q -e '.[test]'
-    touch .venv/.installed
+  if ! "$dir/bin/python" -c 'import certpull, moto, pytest, systemd.daemon' >/dev/null 2>&1 \
+     || [ setup.cfg -nt "$dir/.installed" ]; then
+    echo "setup: pip install -e .[test] into $dir"
+    quiet_pip "$dir/bin/python" -m pip install -q --upgrade pip
+    quiet_pip "$dir/bin/python" -m pip install -q -e '.[test]'
+    touch "$dir/.installed"
   fi
 }
 
@@ -64,19 +66,9 @@ find_python39() {
 need_venv39() {
   local py39
   py39=$(find_python39) || { echo "setup: no CPython 3.9 here; the suite runs under $(.venv/bin/python --version) only"; return 0; }
-  if [ ! -x .venv39/bin/python ]; then
-    echo "setup: creating .venv39 with $($py39 --version)"
-    "$py39" -m venv .venv39
-  fi
-  if ! .venv39/bin/python -c 'import certpull, moto, pytest, systemd.daemon' >/dev/null 2>&1 \
-     || [ setup.cfg -nt .venv39/.installed ]; then
-    echo "setup: pip install -e .[test] (Python 3.9)"
-    quiet_pip .venv39/bin/python -m pip install -q --upgrade pip
-    quiet_pip .venv39/bin/python -m pip install -q -e '.[test]'
-    touch .venv39/.installed
-  fi
+  make_venv .venv39 "$py39"
 }
 
 need_pkgs
-need_venv
+make_venv .venv "${PYTHON:-python3}"
 [ "${CERTPULL_SKIP_PY39:-}" = 1 ] || need_venv39

@@ -99,19 +99,11 @@ def test_kill_between_activation_and_reload_is_finished_by_the_next_start(
     assert aws_proxy.count("GetSecretValue") == 0, "state.json lost track of the active version"
 
 
-def test_sigkill_of_certpull_sync_at_random_points(harness: CrashHarness) -> None:
-    report = harness.kill_rounds("sync", SYNC_KILLS, recover_every=10, seed=SEED)
-    print("\n" + report.summary())
-    assert report.problems == []
-    assert (
-        report.where[ACTIVE_UNSAVED]
-        + sum(n for where, n in report.where.items() if "stag" in where or "swap" in where)
-        > 0
-    ), f"no kill landed inside an install: {dict(report.where)}"
-
-
-def test_sigkill_of_certpull_run_at_random_points(harness: CrashHarness) -> None:
-    report = harness.kill_rounds("run", RUN_KILLS, recover_every=10, seed=SEED)
+@pytest.mark.parametrize(("command", "kills"), [("sync", SYNC_KILLS), ("run", RUN_KILLS)])
+def test_sigkill_of_certpull_at_random_points(
+    harness: CrashHarness, command: str, kills: int
+) -> None:
+    report = harness.kill_rounds(command, kills, recover_every=10, seed=SEED)
     print("\n" + report.summary())
     assert report.problems == []
     assert (
