@@ -40,7 +40,7 @@ POLL_CHILD = """
 import json, sys
 from pathlib import Path
 from certpull.config import load_config
-from certpull.daemon import build_agent
+from certpull.wiring import build_agent
 
 def rss():
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "agent"), str(ROOT)]
 
 from certpull.config import load_config  # noqa: E402
-from certpull.daemon import INSTALLED, build_agent  # noqa: E402
-from certpull.httpd import Httpd, fetch_served_leaf  # noqa: E402
+from certpull.httpd import fetch_served_leaf  # noqa: E402
+from certpull.outcome import Status  # noqa: E402
 from certpull.proc import CommandResult, CommandRunner  # noqa: E402
+from certpull.wiring import build_agent  # noqa: E402
 from tests.crash_harness import standalone_site  # noqa: E402
 from tests.site import Site  # noqa: E402
 
@@ -267,15 +268,8 @@ def main() -> int:
             raise SystemExit("first sync failed")
         site.apache.start()
         config = load_config(str(site.config_path), lambda p: Path(p).read_text())
-        agent = build_agent(config)
         runner = TimedRunner(config.agent.reload_command, config.agent.command_timeout_s)
-        agent.httpd = Httpd(
-            runner,
-            configtest_argv=config.agent.configtest_command,
-            reload_argv=config.agent.reload_command,
-            pid_file=config.agent.httpd_pid_file,
-            start_argv=config.agent.start_command,
-        )
+        agent = build_agent(config, runner=runner)
 
         def rotate() -> Dict[str, Any]:
             reloads: List[Tuple[float, bytes]] = []
@@ -286,7 +280,7 @@ def main() -> int:
                 site.put(leaf)
                 before = len(runner.reload_started)
                 [outcome] = agent.sync().outcomes
-                if outcome.status != INSTALLED:
+                if outcome.status != Status.INSTALLED:
                     failures.append(outcome.message)
                 elif len(runner.reload_started) > before:
                     reloads.append((runner.reload_started[before], leaf.der))

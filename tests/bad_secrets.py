@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certpull.bundle import BundlePolicy, SecretFields
+from certpull.config import BundlePolicy, SecretFields
 from tests.pki import Issued, Pki, PrivateKey, make_ca, make_leaf, now
 
 DEFAULT_POLICY = BundlePolicy(server_name="www.example.com")

@@ -24,9 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 
+from certpull.config import BundlePolicy, SecretFields
 from certpull.errors import BundleError
 
-FILE_NAMES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
+CERT_FILE = "cert.pem"
+CHAIN_FILE = "chain.pem"
+FULLCHAIN_FILE = "fullchain.pem"
 KEY_FILE = "privkey.pem"
 
 _CERT_LABEL = "CERTIFICATE"
@@ -37,28 +40,6 @@ _SUPPORTED_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P52
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n?-----END \1-----", re.DOTALL)
 _TRAILING_BLANKS = re.compile(r"[ \t]+$", re.MULTILINE)
 _MAX_DETAIL_CHARS = 200
-
-
-@dataclass(frozen=True)
-class SecretFields:
-    """JSON key names in the secret; configurable per certificate."""
-
-    certificate: str = "CERTIFICATE_PEM"
-    chain: str = "CERTIFICATE_CHAIN_PEM"
-    private_key: str = "PRIVATE_KEY_PEM"
-    certificate_arn: str = "CERTIFICATE_ARN"
-
-
-@dataclass(frozen=True)
-class BundlePolicy:
-    """What a new bundle must satisfy before it may replace the installed one."""
-
-    server_name: Optional[str] = None  # DNS name or IP literal the leaf must cover
-    min_rsa_bits: int = 2048
-    allow_downgrade: bool = False  # accept a leaf expiring before the installed one
-    include_root: bool = False  # keep a self-signed root at the end of fullchain.pem
-    fields: SecretFields = SecretFields()
-    max_secret_bytes: int = 65536  # Secrets Manager's own limit
 
 
 @dataclass(frozen=True)
@@ -89,9 +70,9 @@ class CertBundle:
     def files(self) -> Dict[str, bytes]:
         """The live directory's file names mapped to their content."""
         return {
-            "cert.pem": self.cert_pem,
-            "chain.pem": self.chain_pem,
-            "fullchain.pem": self.fullchain_pem,
+            CERT_FILE: self.cert_pem,
+            CHAIN_FILE: self.chain_pem,
+            FULLCHAIN_FILE: self.fullchain_pem,
             KEY_FILE: self.key_pem,
         }
 

@@ -15,14 +15,16 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from certpull import __version__
-from certpull.config import DEFAULT_CONFIG_PATH, Config, load_config
+from certpull.config import DEFAULT_CONFIG_PATH, Config
+from certpull.config_files import load
 from certpull.errors import CertpullError, ConfigError
 from certpull.logs import setup_logging
 from certpull.state import StateFile
 from certpull.status import UNKNOWN, build_report, render_text
 
 if TYPE_CHECKING:
-    from certpull.daemon import Agent, Outcome
+    from certpull.agent import Agent
+    from certpull.outcome import Outcome
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -123,15 +125,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
-
-
-def _load(path: str) -> Config:
-    return load_config(path, _read_text)
-
-
 def _check_names(config: Config, names: Sequence[str]) -> None:
     unknown = [name for name in names if name not in config.names]
     if unknown:
@@ -141,7 +134,7 @@ def _check_names(config: Config, names: Sequence[str]) -> None:
 
 
 def _agent(config: Config) -> Agent:
-    from certpull.daemon import build_agent  # noqa: PLC0415 - keeps boto3 off the status path
+    from certpull.wiring import build_agent  # noqa: PLC0415 - keeps boto3 off the status path
 
     return build_agent(config, log_outcomes=False)  # outcomes are printed to stdout instead
 
@@ -195,9 +188,9 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from certpull.loop import run_agent  # noqa: PLC0415 - keeps boto3 off the status path
+    from certpull.wiring import run_daemon  # noqa: PLC0415 - keeps boto3 off the status path
 
-    return run_agent(config, verbose=args.verbose)
+    return run_daemon(config, verbose=args.verbose)
 
 
 COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
@@ -229,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        config = _load(args.config)
+        config = load(args.config)
     except ConfigError as exc:
         if args.command == "status":
             return _status_unknown(args, str(exc))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import socket
 import ssl
 import time
@@ -31,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from cryptography import x509
 
-from certpull.config import is_dns_name, parse_host_port
+from certpull.config_values import is_dns_name
 from certpull.errors import CommandError, ReloadError
 from certpull.proc import CommandRunner
 
@@ -48,8 +47,6 @@ _POLL_INTERVAL_S = 0.05
 # Upper bound for one TLS attempt inside wait_until_served, so one stuck connect cannot use up
 # the whole budget.
 _MAX_ATTEMPT_TIMEOUT_S = 5.0
-
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 Fetch = Callable[["VerifyTarget", float], bytes]
 
@@ -126,6 +123,11 @@ class Httpd:
     def is_running(self) -> bool:
         """Whether the main httpd process is alive (False when there is no pid file to ask)."""
         return self.main_pid() is not None
+
+    def known_stopped(self) -> bool:
+        """True only when httpd is observably not running: a pid file is configured and names
+        no live process. Without a pid file nothing can be observed, so this is False."""
+        return self.pid_file is not None and not self.is_running()
 
     def config_test(self) -> None:
         """Run the config test; raise ReloadError (a CommandError) carrying httpd's own message.
@@ -205,14 +207,6 @@ class VerifyTarget:
     host: str
     port: int
     server_name: Optional[str]
-
-    @classmethod
-    def parse(cls, value: str, server_name: Optional[str]) -> VerifyTarget:
-        """Parse ``127.0.0.1:443``, ``[::1]:8443`` or ``host.example.com:443``; ValueError on junk."""
-        host, port = parse_host_port(value)
-        if server_name is not None and not server_name.strip():
-            server_name = None
-        return cls(host=host, port=port, server_name=server_name)
 
     @property
     def sni(self) -> Optional[str]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from certpull.errors import CommandError
 
@@ -112,17 +111,6 @@ class CommandRunner:
         if check and result.returncode != 0:
             raise CommandError(args, result.returncode, result.stdout, result.stderr)
         return result
-
-
-def split_command(command: str) -> List[str]:
-    """Split a configured command string (``systemctl reload httpd``) into argv, shell-style quoting.
-
-    No shell ever runs it: pipes, ``&&`` and variables are not interpreted.
-    """
-    argv = shlex.split(command)
-    if not argv:
-        raise ValueError("command is empty")
-    return argv
 
 
 def _kill_group(pid: int) -> None:

@@ -2,8 +2,9 @@
 
 The file is the only channel between the agent and `certpull status`, so it is written atomically
 (temporary file, fsync, rename, fsync of the directory) and read without importing anything heavy:
-`status` must answer in well under 200 ms. Unknown fields are kept as they are, so an older agent and
-a newer `status` (or the reverse, during an upgrade) do not destroy each other's data.
+`status` must answer in well under 200 ms. Fields this version does not know are ignored when the
+file is read, and so are not written back: a reader never fails on a newer agent's file, but a
+save by an older agent drops the newer agent's extra fields.
 """
 
 from __future__ import annotations

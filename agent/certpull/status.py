@@ -137,7 +137,7 @@ def _cert_report(
         elif days_left <= agent.warn_days:
             worse(WARNING, f"expires in {days_left:.1f} days ({not_after:%Y-%m-%d})")
     try:
-        live = cert_fingerprint(read_file(os.path.join(agent.live_dir, name, "cert.pem")))
+        live = cert_fingerprint(read_file(os.path.join(config.live_path(name), "cert.pem")))
     except OSError:
         live = None
     report.live_fingerprint_matches = live == inst.fingerprint_sha256

@@ -92,12 +92,14 @@ class InstallWindows:
     def __str__(self) -> str:
         return ", ".join(window.text for window in self.windows)
 
+    def __repr__(self) -> str:
+        return f"InstallWindows({str(self)!r})"
 
-def parse_windows(text: str) -> Optional[InstallWindows]:
-    """The config value -> windows, or None when it is blank (install whenever ready)."""
-    if not text.strip():
-        return None
-    return InstallWindows.parse(text)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InstallWindows) and self.windows == other.windows
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.windows))
 
 
 def install_allowed(

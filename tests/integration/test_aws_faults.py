@@ -17,7 +17,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from certpull.config import load_config
-from certpull.daemon import FAILED, INSTALLED, Outcome, build_agent
+from certpull.outcome import Outcome, Status
+from certpull.wiring import build_agent
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy, Fault
@@ -187,7 +188,7 @@ def test_fault_keeps_the_certificate_and_bounds_calls_then_recovers(
         calls = {op: proxy.count(op) for op in case.max_calls}
     finally:
         proxy.clear_faults()
-    assert outcome.status == FAILED, outcome.message
+    assert outcome.status == Status.FAILED, outcome.message
     assert outcome.transient is case.transient, outcome.message
     assert case.says in outcome.message, outcome.message
     assert "\n" not in outcome.message
@@ -206,7 +207,7 @@ def test_fault_keeps_the_certificate_and_bounds_calls_then_recovers(
     if case.heal:
         case.heal(site)
     [outcome] = fault_site.agent_pass()
-    assert outcome.status == INSTALLED, outcome.message
+    assert outcome.status == Status.INSTALLED, outcome.message
     assert site.served_der() == new_leaf.der
     assert site.status_json()[0] == 0
 

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
 
-from certpull.bundle import BundlePolicy, validate
+from certpull.bundle import validate
+from certpull.config import BundlePolicy
 from certpull.errors import BundleError
 
 pytestmark = pytest.mark.integration

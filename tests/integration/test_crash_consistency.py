@@ -20,8 +20,9 @@ from typing import Callable, Dict, Iterator
 import pytest
 
 from certpull.config import load_config
-from certpull.daemon import FAILED, build_agent, live_dir_factory
+from certpull.outcome import Status
 from certpull.store import DATA_LINK, DATA_TMP, STAGING_PREFIX, FileOps
+from certpull.wiring import build_agent, live_dir_factory
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy
@@ -236,7 +237,7 @@ def test_write_failure_keeps_the_old_set_and_does_not_reload(
     report = agent.sync()
     assert fs.failures > 0, f"{fault.id}: the fault was never hit"
     [outcome] = report.outcomes
-    assert outcome.status == FAILED, outcome.message
+    assert outcome.status == Status.FAILED, outcome.message
     assert "cannot install" in outcome.message and os.strerror(fault.err) in outcome.message
     assert not contains_key_material(outcome.message, [k.key_pem() for k in harness.leaves])
     assert site.live_bytes() == files

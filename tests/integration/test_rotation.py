@@ -26,7 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from certpull.bundle import BundlePolicy, validate
+from certpull.bundle import validate
+from certpull.config import BundlePolicy
 from certpull.errors import BundleError, ConfigError
 from certpull.rotation.errors import IssuingError, RotationError
 from certpull.rotation.handler import lambda_handler

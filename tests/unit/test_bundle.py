@@ -12,15 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from certpull.bundle import (
-    FILE_NAMES,
     KEY_FILE,
-    BundlePolicy,
     CertBundle,
     certificate_covers,
     covers,
     leaf_info,
     validate,
 )
+from certpull.config import BundlePolicy
 from certpull.errors import BundleError
 from tests.bad_secrets import (
     DEFAULT_POLICY,
@@ -105,7 +104,7 @@ def test_files_are_canonical_pem() -> None:
     )
     bundle = validate(json.dumps(secret), DEFAULT_POLICY, now())
     files = bundle.files()
-    assert tuple(files) == FILE_NAMES
+    assert tuple(files) == ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
     assert files[KEY_FILE] == bundle.key_pem
     assert files["fullchain.pem"] == files["cert.pem"] + files["chain.pem"]
     assert files["chain.pem"] == PKI.intermediate.pem.encode()  # root dropped

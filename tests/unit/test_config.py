@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from certpull.config import AgentConfig, load_config, parse_config, parse_host_port
+from certpull.config import AgentConfig, agent_keys, cert_keys, load_config, parse_config
 from certpull.errors import ConfigError
 
 ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:www-tls-AbCdEf"
@@ -98,7 +98,7 @@ def test_several_certs_compat_links_and_typed_values() -> None:
         ("/etc/pki/tls/certs/localhost.crt", "cert.pem"),
         ("/etc/pki/tls/private/localhost.key", "privkey.pem"),
     )
-    assert www.key_mode == 0o640 and www.group == "apache" and www.allow_downgrade
+    assert www.key_mode == 0o640 and www.group == "apache" and www.policy.allow_downgrade
     api = config.cert("api.example")
     assert api.role_arn and api.external_id == "fleet-7"
     assert api.verify == ("::1", 8443) and api.keep_versions == 5
@@ -301,24 +301,6 @@ def test_bad_config_is_refused_with_file_line_and_key(
     assert "\n" not in str(err)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("127.0.0.1:443", ("127.0.0.1", 443)),
-        ("[::1]:8443", ("::1", 8443)),
-        ("www.example.com:1", ("www.example.com", 1)),
-    ],
-)
-def test_parse_host_port(value: str, expected: tuple) -> None:  # type: ignore[type-arg]
-    assert parse_host_port(value) == expected
-
-
-@pytest.mark.parametrize("value", ["", "443", "host:", ":443", "[zz::1]:443", "host:0", "a b:443"])
-def test_parse_host_port_refuses(value: str) -> None:
-    with pytest.raises(ValueError, match="verify target"):
-        parse_host_port(value)
-
-
 def test_load_config_reports_missing_and_unreadable_files() -> None:
     def missing(path: str) -> str:
         raise FileNotFoundError(path)
@@ -336,8 +318,6 @@ def test_load_config_reports_missing_and_unreadable_files() -> None:
 def test_shipped_default_config_is_valid_and_documents_every_key() -> None:
     from pathlib import Path
 
-    from certpull.config import _AGENT_KEYS, _CERT_KEYS
-
     text = (Path(__file__).resolve().parents[2] / "packaging" / "certpull.conf").read_text()
     config = parse_config(text, "packaging/certpull.conf")
     assert config.agent == AgentConfig()
@@ -346,4 +326,4 @@ def test_shipped_default_config_is_valid_and_documents_every_key() -> None:
         for line in text.splitlines()
         if "=" in line and not line.startswith((";", "#"))
     }
-    assert documented >= _AGENT_KEYS | _CERT_KEYS
+    assert documented >= agent_keys() | cert_keys()

@@ -1,287 +1,326 @@
-"""daemon.Agent.sync with in-memory collaborators: the order of operations and the rollbacks.
-
-The source, httpd and served-certificate check are test doubles passed through the constructor;
-the live directories are real (tmp_path), because the rollbacks under test are the store's.
+"""daemon.AgentLoop's logic with a fake clock, a stepping mailbox, a fake agent and a real Notifier
+whose datagrams go to a list: startup order, sleep computation, install windows, drift re-checks,
+config reloads, failures and backoff, systemd's STATUS, a clean stop. No processes, no sockets,
+no sleeping: the mailbox's wait advances the fake clock.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Dict, List, Optional, Set
+import contextlib
+import random
+import textwrap
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import pytest
 
 from certpull.config import Config, parse_config
-from certpull.daemon import CURRENT, FAILED, HELD, INSTALLED, UNCHANGED, Agent, live_dir_factory
-from certpull.errors import ReloadError, SourceError
-from certpull.httpd import VerifyTarget
-from certpull.source import SecretValue
-from certpull.state import StateFile
-from tests.pki import Issued, Pki
+from certpull.daemon import DRIFT_RECHECK_S, HEARTBEAT_S, MAX_SLEEP_S, AgentLoop, drift_paths
+from certpull.errors import ConfigError, StoreError
+from certpull.notify import Notifier
+from certpull.outcome import Outcome, PassReport, Status
+from certpull.state import State
+from certpull.triggers import Mailbox
+from certpull.windows import InstallWindows
 
-PKI = Pki()
+ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:"
 
 
-class FakeSource:
+def make_config(names: Sequence[str] = ("a", "b"), **agent: str) -> Config:
+    agent_lines = "\n".join(f"{k} = {v}" for k, v in {"startup_splay_s": "0", **agent}.items())
+    certs = "\n".join(f"[cert:{n}]\nsecret_arn = {ARN}{n}\n" for n in names)
+    text = f"[agent]\nlive_dir = /nonexistent/live\nstate_dir = /nonexistent/state\n{agent_lines}\n\n{certs}"
+    return parse_config(textwrap.dedent(text), "/etc/certpull/certpull.conf")
+
+
+TUESDAY_13_59_UTC = 1_790_085_540.0  # 2026-09-22 13:59:00 UTC
+
+
+class Clock:
+    def __init__(self, wall: float = TUESDAY_13_59_UTC) -> None:
+        self.mono = 1000.0
+        self.wall = wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+class FakeAgent:
+    """The pass, scripted: each name answers the next status of its script (then CURRENT)."""
+
+    def __init__(self, config: Config, log: List[str]) -> None:
+        self.config = config
+        self.log = log
+        self.script: Dict[str, List[Union[Status, Exception]]] = {}
+        self.passes: List[List[str]] = []
+        self.windows_seen: List[Optional[InstallWindows]] = []
+        self.drifted_names: Dict[str, bool] = {}
+        self.repair_result = True
+        self.state = State()
+
+    def recover(self) -> List[str]:
+        self.log.append("recover")
+        return ["a: cannot recover /x: disk on fire"] if self.config.names == ("broken",) else []
+
+    def sync(self, names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+        self.log.append(f"sync {','.join(names)}")
+        self.passes.append(list(names))
+        self.windows_seen.append(windows)
+        outcomes = []
+        for name in names:
+            queue = self.script.get(name) or []
+            answer = queue.pop(0) if queue else Status.CURRENT
+            if isinstance(answer, Exception):
+                raise answer
+            outcomes.append(Outcome(name, answer, f"{name}: {answer}"))
+        return PassReport(outcomes)
+
+    def drifted(self, name: str) -> bool:
+        return self.drifted_names.get(name, False)
+
+    def repair(self, name: str) -> bool:
+        self.log.append(f"repair {name}")
+        return self.repair_result
+
+    def update_state(self, change: Callable[[State], None]) -> None:
+        change(self.state)
+
+
+class FakeDrift:
     def __init__(self) -> None:
-        self.secrets: Dict[str, SecretValue] = {}
-        self.errors: Dict[str, SourceError] = {}
-        self.calls: List[str] = []
+        self.started = self.stopped = False
+        self.updates: List[Optional[Mapping[str, object]]] = []
+        self.suppressed: List[str] = []
 
-    def put(self, arn: str, version: str, secret_string: str) -> None:
-        self.secrets[arn] = SecretValue(version, secret_string)
+    def start(self) -> None:
+        self.started = True
 
-    def current_version_id(
-        self, arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
-    ) -> str:
-        self.calls.append("DescribeSecret")
-        if arn in self.errors:
-            raise self.errors[arn]
-        return self.secrets[arn].version_id
+    def stop(self) -> None:
+        self.stopped = True
 
-    def fetch_current(
-        self, arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
-    ) -> SecretValue:
-        self.calls.append("GetSecretValue")
-        return self.secrets[arn]
+    def update(self, paths_to_watch: Optional[Mapping[str, object]] = None) -> None:
+        self.updates.append(paths_to_watch)
+
+    @contextlib.contextmanager
+    def suppress(self, key: str) -> Iterator[None]:
+        self.suppressed.append(key)
+        yield
 
 
-class FakeHttpd:
-    pid_file: Optional[str] = "/run/httpd.pid"
+class SteppingMailbox(Mailbox):
+    """wait() does not sleep: it advances the clock and runs the next scripted action, if any.
+    After the script (or ``max_waits``) it posts stop."""
 
-    def __init__(self) -> None:
-        self.calls: List[str] = []
-        self.running = True
-        self.fail_config_test = False
-        self.fail_reloads = 0
+    def __init__(self, clock: Clock, max_waits: int = 50) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: List[float] = []
+        self.actions: Dict[int, Callable[[], None]] = {}
+        self.max_waits = max_waits
 
-    def is_running(self) -> bool:
-        return self.running
-
-    def config_test(self) -> None:
-        self.calls.append("configtest")
-        if self.fail_config_test:
-            raise ReloadError("`apachectl configtest` exited 1: AH00526: Syntax error")
-
-    def graceful_reload(self) -> None:
-        self.calls.append("graceful")
-        if self.fail_reloads:
-            self.fail_reloads -= 1
-            raise ReloadError("httpd is not running after the graceful reload")
+    def wait(self, timeout_s: float) -> None:
+        self.waits.append(timeout_s)
+        self.clock.advance(timeout_s)
+        action = self.actions.get(len(self.waits))
+        if action is not None:
+            action()
+        if len(self.waits) >= self.max_waits:
+            self.post_stop()
 
 
-class FakeServed:
-    """What each verify target serves: the installed leaf, unless told to serve something else."""
+class World:
+    def __init__(self, config: Config, max_waits: int = 50, watchdog_usec: str = "") -> None:
+        self.clock = Clock()
+        self.log: List[str] = []
+        self.sent: List[str] = []
+        self.agents: List[FakeAgent] = []
+        self.drift = FakeDrift()
+        self.next_config: Union[Config, ConfigError, None] = None
+        self.mailbox = SteppingMailbox(self.clock, max_waits)
+        env = {"NOTIFY_SOCKET": "/run/notify-test"}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = watchdog_usec
 
-    def __init__(self, live_root: Path) -> None:
-        self.live_root = live_root
-        self.broken_ports: Set[int] = set()
-        self.calls: List[int] = []
+        def send(message: str) -> bool:
+            self.sent.append(message)
+            self.log.append(message.split("\n", maxsplit=1)[0].split("=", maxsplit=1)[0])
+            return True
 
-    def __call__(self, target: VerifyTarget, expected_der: bytes, timeout_s: float) -> float:
-        self.calls.append(target.port)
-        if target.port in self.broken_ports:
-            raise ReloadError(f"{target} does not serve the new certificate after {timeout_s:g} s")
-        return 0.01
+        def make_agent(cfg: Config) -> FakeAgent:
+            agent = FakeAgent(cfg, self.log)
+            if self.agents:
+                agent.state = self.agents[-1].state
+                agent.script = self.agents[-1].script
+            self.agents.append(agent)
+            return agent
 
+        def load(path: str) -> Config:
+            if isinstance(self.next_config, ConfigError):
+                raise self.next_config
+            assert self.next_config is not None
+            return self.next_config
 
-@pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
-    text = "\n".join(
-        [
-            "[agent]",
-            f"live_dir = {tmp_path / 'live'}",
-            f"state_dir = {tmp_path / 'state'}",
-            "",
-            *[
-                f"[cert:{name}]\nsecret_arn = arn:aws:secretsmanager:us-east-1:111122223333:secret:{name}\n"
-                f"server_name = www.example.com\nverify = 127.0.0.1:{port}\n"
-                for name, port in (("a", 1001), ("b", 1002))
-            ],
-        ]
-    )
-    config: Config = parse_config(text, str(tmp_path / "c.conf"))
-    source, httpd, served = FakeSource(), FakeHttpd(), FakeServed(tmp_path / "live")
-    agent = Agent(
-        config,
-        source=source,  # type: ignore[arg-type]
-        httpd=httpd,  # type: ignore[arg-type]
-        state_file=StateFile(str(tmp_path / "state")),
-        live_dir_for=live_dir_factory(config, None),
-        served_check=served,
-    )
-    return agent, source, httpd, served, tmp_path
+        def no_queue(cfg: Config) -> None:
+            raise AssertionError("no events configured in these tests")
 
+        self.loop = AgentLoop(
+            config,
+            make_agent=make_agent,
+            load=load,
+            notifier=Notifier(backend=send, environ=env),
+            make_event_queue=no_queue,
+            make_drift_watcher=lambda cfg, on_change: self.drift,
+            mailbox=self.mailbox,
+            rng=random.Random(7),
+            monotonic=lambda: self.clock.mono,
+            wall=lambda: self.clock.wall,
+        )
 
-def arn(name: str) -> str:
-    return f"arn:aws:secretsmanager:us-east-1:111122223333:secret:{name}"
+    @property
+    def agent(self) -> FakeAgent:
+        return self.agents[-1]
 
-
-def put(source: FakeSource, name: str, version: str, leaf: Issued) -> None:
-    source.put(arn(name), version, PKI.secret_string(leaf))
-
-
-def live_cert(tmp_path: Path, name: str) -> bytes:
-    return (tmp_path / "live" / name / "cert.pem").read_bytes()
-
-
-def statuses(report) -> Dict[str, str]:  # type: ignore[no-untyped-def]
-    return {o.name: o.status for o in report.outcomes}
+    def statuses(self) -> List[str]:
+        """STATUS= lines sent on their own (READY=1 carries one too)."""
+        return [m.split("STATUS=", 1)[1] for m in self.sent if m.startswith("STATUS=")]
 
 
-def install_both(agent: Agent, source: FakeSource, httpd: FakeHttpd) -> None:
-    put(source, "a", "a1", PKI.leaf(slot=10))
-    put(source, "b", "b1", PKI.leaf(slot=11))
-    assert statuses(agent.sync()) == {"a": INSTALLED, "b": INSTALLED}
-    httpd.calls.clear()
-    source.calls.clear()
+def test_recovers_then_reports_ready_then_passes_and_stops_cleanly() -> None:
+    world = World(make_config(), max_waits=3)
+    assert world.loop.run() == 0
+    first_sync = world.log.index("sync a,b")
+    assert world.log.index("recover") < world.log.index("READY") < first_sync
+    assert world.log[-1] == "STOPPING"
+    assert world.drift.started and world.drift.stopped
+    assert world.agent.state.daemon.stopped_at == world.clock.wall
+    assert world.agent.state.daemon.mode == "poll"
 
 
-def test_two_changed_certs_cost_one_config_test_and_one_reload(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _served, _ = world
-    install_both(agent, source, httpd)
-    put(source, "a", "a2", PKI.leaf(slot=12))
-    put(source, "b", "b2", PKI.leaf(slot=13))
-    assert statuses(agent.sync()) == {"a": INSTALLED, "b": INSTALLED}
-    assert httpd.calls == ["configtest", "graceful"]
+def test_sleep_is_bounded_by_the_next_check_the_heartbeat_and_the_watchdog() -> None:
+    world = World(make_config(poll_interval_s="3600"), max_waits=4, watchdog_usec="20000000")
+    world.loop.run()
+    # after the first pass the next check is ~an hour away: the watchdog (10 s = half of 20 s)
+    # and the drift re-check (1 s after a successful pass) bound the sleep
+    assert world.mailbox.waits[0] == pytest.approx(DRIFT_RECHECK_S)
+    assert world.mailbox.waits[1] == pytest.approx(10.0)
+    assert "WATCHDOG" in world.log
 
 
-def test_current_certs_cost_one_describe_each_and_nothing_else(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, _ = world
-    install_both(agent, source, httpd)
-    assert statuses(agent.sync()) == {"a": CURRENT, "b": CURRENT}
-    assert source.calls == ["DescribeSecret", "DescribeSecret"]
-    assert httpd.calls == []
+def test_without_watchdog_the_sleep_is_capped_by_the_heartbeat() -> None:
+    world = World(make_config(poll_interval_s="3600"), max_waits=3)
+    world.loop.run()
+    assert world.mailbox.waits[1] == pytest.approx(min(HEARTBEAT_S, MAX_SLEEP_S))
+    assert "WATCHDOG" not in world.log
 
 
-def test_config_test_failure_rolls_back_every_cert_of_the_pass_without_reload(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, tmp = world
-    install_both(agent, source, httpd)
-    before = {n: live_cert(tmp, n) for n in "ab"}
-    put(source, "a", "a2", PKI.leaf(slot=12))
-    put(source, "b", "b2", PKI.leaf(slot=13))
-    httpd.fail_config_test = True
-    report = agent.sync()
-    assert statuses(report) == {"a": FAILED, "b": FAILED}
-    assert all(
-        "config test failed" in o.message and "rolled back" in o.message for o in report.outcomes
-    )
-    assert httpd.calls == ["configtest"]
-    assert {n: live_cert(tmp, n) for n in "ab"} == before
+def test_a_failed_check_backs_off_and_the_summary_names_it() -> None:
+    world = World(make_config(poll_interval_s="3600"), max_waits=2)
+    config = world.loop.config
+    world.agent.script["a"] = [Status.FAILED]
+    world.loop.run()
+    snapshot = world.loop.scheduler.snapshot("a")
+    assert snapshot is not None and snapshot.consecutive_failures == 1
+    # the first pass ran at monotonic 1000 (no startup splay); equal jitter from a 30 s base
+    assert snapshot.backoff_until is not None and 15 <= snapshot.backoff_until - 1000.0 <= 30
+    assert world.statuses()[0].startswith(f"1 of {len(config.names)} failing (a: failed)")
 
 
-def test_httpd_dying_on_reload_rolls_back_and_reloads_the_old_files(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, tmp = world
-    install_both(agent, source, httpd)
-    before = live_cert(tmp, "a")
-    put(source, "a", "a2", PKI.leaf(slot=12))
-    httpd.fail_reloads = 1
-    report = agent.sync(["a"])
-    assert statuses(report) == {"a": FAILED}
-    assert "graceful reload failed" in report.outcomes[0].message
-    assert httpd.calls == ["configtest", "graceful", "graceful"]
-    assert live_cert(tmp, "a") == before
+def test_an_exception_in_a_pass_counts_as_a_failure_and_the_loop_goes_on() -> None:
+    world = World(make_config(names=("a",), poll_interval_s="5"), max_waits=30)
+    world.agent.script["a"] = [StoreError("cannot lock /var/lib/certpull")]
+    world.loop.run()
+    snapshot = world.loop.scheduler.snapshot("a")
+    assert snapshot is not None
+    assert len(world.agent.passes) >= 2  # it came back after the backoff
+    assert snapshot.consecutive_failures == 0  # and the next pass succeeded
 
 
-def test_one_cert_failing_verification_is_rolled_back_alone(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, served, tmp = world
-    install_both(agent, source, httpd)
-    before_a = live_cert(tmp, "a")
-    leaf_b = PKI.leaf(slot=13)
-    put(source, "a", "a2", PKI.leaf(slot=12))
-    put(source, "b", "b2", leaf_b)
-    served.broken_ports.add(1001)
-    report = agent.sync()
-    assert statuses(report) == {"a": FAILED, "b": INSTALLED}
-    assert live_cert(tmp, "a") == before_a
-    assert live_cert(tmp, "b") == leaf_b.pem.encode()
-    assert httpd.calls == ["configtest", "graceful", "graceful"]
-    state = json.loads((tmp / "state" / "state.json").read_text())
-    assert state["certs"]["a"]["installed"]["version_id"] == "a1"
-    assert state["certs"]["a"]["consecutive_failures"] == 1
-    assert state["certs"]["b"]["installed"]["version_id"] == "b2"
+def test_a_pending_version_is_installed_when_the_window_opens() -> None:
+    # the clock starts at Tuesday 13:59 UTC; the window opens at 14:00, the next poll is ~300 s on
+    world = World(make_config(names=("a",), install_window="Tue 14:00-15:00 UTC"), max_waits=6)
+    world.agent.script["a"] = [Status.PENDING, Status.INSTALLED]
+    pass_times: List[float] = []
+    original = world.agent.sync
+
+    def timed_sync(names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+        pass_times.append(world.clock.wall)
+        return original(names, windows)
+
+    world.agent.sync = timed_sync  # type: ignore[method-assign]
+    world.loop.run()
+    assert world.agent.windows_seen[0] == InstallWindows.parse("Tue 14:00-15:00 UTC")
+    assert len(pass_times) == 2
+    opens = TUESDAY_13_59_UTC + 60
+    assert opens <= pass_times[1] <= opens + HEARTBEAT_S  # at the opening, not at the next poll
+    assert "a" not in world.loop.pending
 
 
-def test_first_install_failing_verification_keeps_the_files_and_says_why(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, _httpd, served, tmp = world
-    put(source, "a", "a1", PKI.leaf(slot=10))
-    served.broken_ports.add(1001)
-    report = agent.sync(["a"])
-    assert statuses(report) == {"a": FAILED}
-    assert "first install: no previous version" in report.outcomes[0].message
-    assert live_cert(tmp, "a")
+def test_drift_seen_after_a_pass_is_repaired_locally_without_a_pass() -> None:
+    world = World(make_config(names=("a",), poll_interval_s="3600"), max_waits=3)
+    world.agent.drifted_names["a"] = True
+    world.loop.run()
+    assert "repair a" in world.log
+    assert world.agent.passes == [["a"]]  # repaired links cost no AWS call
 
 
-def test_httpd_not_running_installs_without_config_test_or_reload(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, served, _tmp = world
-    httpd.running = False
-    put(source, "a", "a1", PKI.leaf(slot=10))
-    assert statuses(agent.sync(["a"])) == {"a": INSTALLED}
-    assert httpd.calls == [] and served.calls == []
+def test_drift_that_links_cannot_repair_triggers_a_pass_at_once() -> None:
+    world = World(make_config(names=("a",), poll_interval_s="3600"), max_waits=3)
+    world.agent.drifted_names["a"] = True
+    world.agent.repair_result = False
+    world.loop.run()
+    assert world.agent.passes[:2] == [["a"], ["a"]]
 
 
-@pytest.mark.parametrize("transient", [True, False])
-def test_source_errors_are_recorded_and_leave_files_alone(world, transient: bool) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, tmp = world
-    install_both(agent, source, httpd)
-    before = live_cert(tmp, "a")
-    source.errors[arn("a")] = SourceError(
-        "DescribeSecret: ThrottlingException", transient, "ThrottlingException"
-    )
-    report = agent.sync()
-    assert statuses(report) == {"a": FAILED, "b": CURRENT}
-    assert report.outcomes[0].transient is transient
-    assert report.outcomes[0].message == f"a ({arn('a')}): DescribeSecret: ThrottlingException"
-    assert live_cert(tmp, "a") == before and httpd.calls == []
+def test_a_drift_event_from_the_watcher_repairs_and_suppresses_the_watcher() -> None:
+    world = World(make_config(names=("a",), poll_interval_s="3600"), max_waits=4)
+    world.mailbox.actions[2] = lambda: world.mailbox.post_drift("a")
+    world.loop.run()
+    assert "repair a" in world.log
+    assert world.drift.suppressed.count("a") >= 2  # the pass and the repair
 
 
-def test_same_bytes_under_a_new_version_only_records_the_version(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, _tmp = world
-    leaf = PKI.leaf(slot=10)
-    put(source, "a", "a1", leaf)
-    agent.sync(["a"])
-    httpd.calls.clear()
-    put(source, "a", "a2", leaf)
-    assert statuses(agent.sync(["a"])) == {"a": UNCHANGED}
-    assert httpd.calls == []
-    assert statuses(agent.sync(["a"])) == {"a": CURRENT}
+def test_a_rejected_config_reload_keeps_the_running_config_and_says_why() -> None:
+    world = World(make_config(), max_waits=3)
+    world.next_config = ConfigError("unknown key in [agent]", "/etc/certpull/certpull.conf", 3, "x")
+    world.mailbox.actions[1] = world.mailbox.post_reload
+    world.loop.run()
+    assert world.loop.config.names == ("a", "b")
+    assert len(world.agents) == 1
+    reason = "/etc/certpull/certpull.conf:3: x: unknown key in [agent]"
+    assert world.agent.state.daemon.config_error == reason
+    assert any(m.startswith("READY=1") and f"config rejected: {reason}" in m for m in world.sent)
+    assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in world.sent)
 
 
-def test_rollback_holds_the_version_until_a_new_one_arrives(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, _httpd, _, tmp = world
-    first = PKI.leaf(slot=10)
-    put(source, "a", "a1", first)
-    agent.sync(["a"])
-    put(source, "a", "a2", PKI.leaf(slot=12))
-    agent.sync(["a"])
-    assert agent.rollback("a").status == INSTALLED
-    assert live_cert(tmp, "a") == first.pem.encode()
-    assert statuses(agent.sync(["a"])) == {"a": HELD}
-    assert live_cert(tmp, "a") == first.pem.encode()
-    third = PKI.leaf(slot=13)
-    put(source, "a", "a3", third)
-    assert statuses(agent.sync(["a"])) == {"a": INSTALLED}
-    assert live_cert(tmp, "a") == third.pem.encode()
+def test_a_config_reload_adds_and_removes_certificates() -> None:
+    world = World(make_config(), max_waits=4)
+    world.next_config = make_config(names=("b", "c"))
+    world.mailbox.actions[1] = lambda: world.mailbox.post_drift("config")
+    world.loop.run()
+    assert world.loop.scheduler.names() == ["b", "c"]
+    assert ["c"] in world.agent.passes or ["b", "c"] in world.agent.passes
+    assert world.drift.updates[-1] == drift_paths(world.next_config)
+    assert world.agent.state.daemon.config_error is None
 
 
-def test_deleted_link_is_repaired_and_counted_as_drift(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, tmp = world
-    install_both(agent, source, httpd)
-    (tmp / "live" / "a" / "privkey.pem").unlink()
-    assert statuses(agent.sync(["a"])) == {"a": CURRENT}
-    assert (tmp / "live" / "a" / "privkey.pem").exists()
-    state = json.loads((tmp / "state" / "state.json").read_text())
-    assert state["certs"]["a"]["drift_count"] == 1
+def test_sigusr1_checks_everything_now_and_a_trigger_checks_one() -> None:
+    world = World(make_config(poll_interval_s="3600", event_splay_s="0"), max_waits=5)
+    world.mailbox.actions[2] = world.mailbox.post_check_all
+    world.mailbox.actions[3] = lambda: world.mailbox.post_trigger("b")
+    world.loop.run()
+    assert world.agent.passes[:3] == [["a", "b"], ["a", "b"], ["b"]]
 
 
-def test_edited_live_file_is_republished(world) -> None:  # type: ignore[no-untyped-def]
-    agent, source, httpd, _, tmp = world
-    install_both(agent, source, httpd)
-    good = live_cert(tmp, "a")
-    target = (tmp / "live" / "a" / "cert.pem").resolve()
-    target.write_bytes(PKI.leaf(slot=20).pem.encode())
-    report = agent.sync(["a"])
-    assert statuses(report) == {"a": INSTALLED}
-    assert live_cert(tmp, "a") == good
-    assert httpd.calls == ["configtest", "graceful"]
+def test_state_records_the_schedule_and_the_heartbeat() -> None:
+    world = World(make_config(names=("a",), poll_interval_s="600"), max_waits=2)
+    world.loop.run()
+    cstate = world.agent.state.certs["a"]
+    assert cstate.next_check_at is not None
+    assert 300 <= cstate.next_check_at - world.clock.wall + sum(world.mailbox.waits) <= 900
+    assert world.agent.state.daemon.heartbeat_interval_s == HEARTBEAT_S
+
+
+def test_recovery_problems_do_not_stop_the_start() -> None:
+    world = World(make_config(names=("broken",)), max_waits=2)
+    assert world.loop.run() == 0
+    assert "READY" in world.log

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
 
+from certpull.config_values import parse_host_port
 from certpull.errors import CommandError, ReloadError
 from certpull.httpd import (
     ConfigTestError,
@@ -308,55 +309,6 @@ def test_httpd_rejects_bad_arguments(
 
 
 @pytest.mark.parametrize(
-    ("value", "host", "port"),
-    [
-        ("127.0.0.1:443", "127.0.0.1", 443),
-        ("[::1]:8443", "::1", 8443),
-        ("[fe80::1%eth0]:443", "fe80::1%eth0", 443),
-        ("www.example.com:443", "www.example.com", 443),
-        ("localhost:1", "localhost", 1),
-        (" host-1.internal:65535 ", "host-1.internal", 65535),
-        ("fqdn.example.com.:443", "fqdn.example.com.", 443),
-    ],
-)
-def test_verify_target_parse(value: str, host: str, port: int) -> None:
-    target = VerifyTarget.parse(value, "www.example.com")
-    assert (target.host, target.port, target.server_name) == (host, port, "www.example.com")
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "443",
-        "host",
-        "host:",
-        ":443",
-        "host:0",
-        "host:65536",
-        "host:https",
-        "host:-1",
-        "host:44 3",
-        "::1:443",
-        "[::1]443",
-        "[::1]",
-        "[127.0.0.1]:443",
-        "[not-an-ip]:443",
-        "ho st:443",
-        "-bad.example.com:443",
-        "a..b:443",
-        "under_score.example.com:443",
-        "1.2.3:443",
-        "999.1.1.1:443",
-        "https://host:443",
-    ],
-)
-def test_verify_target_parse_rejects_junk(value: str) -> None:
-    with pytest.raises(ValueError, match="verify target"):
-        VerifyTarget.parse(value, None)
-
-
-@pytest.mark.parametrize(
     ("host", "server_name", "sni"),
     [
         ("127.0.0.1", "www.example.com", "www.example.com"),
@@ -371,8 +323,7 @@ def test_verify_target_parse_rejects_junk(value: str) -> None:
 def test_sni_is_a_dns_name_or_nothing(
     host: str, server_name: Optional[str], sni: Optional[str]
 ) -> None:
-    target = VerifyTarget.parse(f"[{host}]:443" if ":" in host else f"{host}:443", server_name)
-    assert target.sni == sni
+    assert VerifyTarget(host, 443, server_name).sni == sni
 
 
 @pytest.mark.parametrize(
@@ -384,7 +335,7 @@ def test_sni_is_a_dns_name_or_nothing(
     ],
 )
 def test_verify_target_str_round_trips(value: str, text: str) -> None:
-    assert str(VerifyTarget.parse(value, None)) == text
+    assert str(VerifyTarget(*parse_host_port(value), server_name=None)) == text
 
 
 # -- wait_until_served -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CommandRunner and split_command.
+"""CommandRunner.
 
 Unit tests refuse real subprocesses (cloud-init's habit): the autouse guard below makes
 ``subprocess.Popen`` raise unless a test asks for the ``real_subprocess`` fixture. The runner's own
@@ -17,7 +17,7 @@ from typing import List
 import pytest
 
 from certpull.errors import CommandError, ReloadError
-from certpull.proc import CommandResult, CommandRunner, split_command
+from certpull.proc import CommandResult, CommandRunner
 from tests.unit.conftest import RealSubprocessRefused
 
 
@@ -138,34 +138,3 @@ def test_empty_argv_is_refused(argv: List[str]) -> None:
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         CommandRunner(default_timeout_s=0)
-
-
-@pytest.mark.parametrize(
-    ("command", "argv"),
-    [
-        ("systemctl reload httpd", ["systemctl", "reload", "httpd"]),
-        ("apachectl configtest", ["apachectl", "configtest"]),
-        ("  /usr/sbin/httpd   -k graceful ", ["/usr/sbin/httpd", "-k", "graceful"]),
-        (
-            "'/opt/my httpd/bin/httpd' -f \"/etc/my conf\"",
-            ["/opt/my httpd/bin/httpd", "-f", "/etc/my conf"],
-        ),
-        ("sh -c 'a && b'", ["sh", "-c", "a && b"]),
-        ("echo $HOME; rm", ["echo", "$HOME;", "rm"]),
-    ],
-)
-def test_split_command(command: str, argv: List[str]) -> None:
-    assert split_command(command) == argv
-
-
-@pytest.mark.parametrize(
-    ("command", "message"),
-    [
-        ("", "command is empty"),
-        ("   ", "command is empty"),
-        ("apachectl 'unclosed", "No closing quotation"),
-    ],
-)
-def test_split_command_rejects(command: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        split_command(command)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import pytest
 
-from certpull.windows import InstallWindows, install_allowed, parse_windows
+from certpull.windows import InstallWindows, install_allowed
 
 UTC = dt.timezone.utc
 
@@ -93,11 +93,11 @@ def test_junk_is_a_clear_value_error(spec: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_blank_config_means_no_windows_and_str_round_trips() -> None:
-    assert parse_windows("  ") is None
-    windows = parse_windows("Sun  02:00-04:00 UTC,Mon 01:00-02:00")
-    assert windows is not None
+def test_str_round_trips_and_equal_texts_are_equal_windows() -> None:
+    windows = InstallWindows.parse("Sun  02:00-04:00 UTC,Mon 01:00-02:00")
     assert str(windows) == "Sun 02:00-04:00 UTC, Mon 01:00-02:00"
+    assert windows == InstallWindows.parse(str(windows))
+    assert windows != InstallWindows.parse("Sun 02:00-04:00 UTC")
 
 
 def test_naive_datetime_is_refused() -> None:

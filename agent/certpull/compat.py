@@ -1,0 +1,90 @@
+"""Compat links: existing paths that an unmodified ssl.conf names (Amazon Linux's
+/etc/pki/tls/certs/localhost.crt, ...) made symlinks into a certificate's live directory.
+
+They live outside the live directory, so they are not part of its atomic `..data` switch: each
+link points at a stable live path (`<live>/cert.pem`), which itself follows `..data`, so a link is
+made once and then follows every version. Making one is atomic too (a temporary link renamed over
+the path), and a regular file found there is kept once as `<path>.certpull-orig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import Mapping, Optional
+
+from certpull.errors import StoreError
+from certpull.fileops import (
+    FileOps,
+    fsync_dir,
+    io_errors,
+    link_target,
+    lstat_or_none,
+    unlink_if_present,
+)
+from certpull.store import validate_file_name
+
+log = logging.getLogger(__name__)
+
+BACKUP_SUFFIX = ".certpull-orig"
+TMP_SUFFIX = ".certpull-tmp"
+
+
+class CompatLinks:
+    """The compat links of one certificate: path -> file name in ``live_path``."""
+
+    def __init__(
+        self, live_path: str, links: Mapping[str, str], fs: Optional[FileOps] = None
+    ) -> None:
+        for filename in links.values():
+            validate_file_name(filename)
+        self.live_path = os.path.abspath(live_path)
+        self.links = {os.path.abspath(path): filename for path, filename in links.items()}
+        self._fs = fs if fs is not None else FileOps()
+
+    def __bool__(self) -> bool:
+        return bool(self.links)
+
+    def apply(self) -> None:
+        """Make each path a symlink to ``<live_path>/<filename>``, atomically.
+
+        1. The path's directory must exist (it is the distribution's, not ours to create).
+        2. Already a link to the live file: nothing to do.
+        3. Create ``<path>.certpull-tmp`` -> the live file.
+        4. A regular file at the path is kept once as ``<path>.certpull-orig`` (a hard link made
+           before the swap, so the path never disappears); an existing backup is never replaced.
+        5. Rename the temporary link over the path; fsync the directory.
+        """
+        for path, filename in self.links.items():
+            parent = os.path.dirname(path)
+            if not self._fs.isdir(parent):  # (1)
+                raise StoreError(f"cannot link {path}: directory {parent} does not exist")
+            want = os.path.join(self.live_path, filename)
+            if link_target(self._fs, path) == want:  # (2)
+                continue
+            st = lstat_or_none(self._fs, path)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise StoreError(f"cannot link {path}: it is a directory")
+            tmp = path + TMP_SUFFIX
+            unlink_if_present(self._fs, tmp)
+            with io_errors("create link", tmp):
+                self._fs.symlink(want, tmp)  # (3)
+            try:
+                backup = path + BACKUP_SUFFIX
+                if (
+                    st is not None
+                    and stat.S_ISREG(st.st_mode)
+                    and lstat_or_none(self._fs, backup) is None
+                ):
+                    with io_errors("keep a backup of", path):
+                        self._fs.link(path, backup)  # (4)
+                with io_errors("replace", path):
+                    self._fs.rename(tmp, path)  # (5)
+            except StoreError:
+                try:
+                    unlink_if_present(self._fs, tmp)
+                except StoreError as exc:
+                    log.warning("%s", exc)
+                raise
+            fsync_dir(self._fs, parent)

@@ -1,0 +1,145 @@
+"""Steps 5-8 of a pass: activate the new files, test httpd's config once, reload once, verify what
+is served, and roll back what fails. agent.py decides what to install; this module applies it.
+
+Several certificates changed in one pass cost one config test and one graceful reload. A
+certificate whose new leaf is not served is rolled back alone, and httpd reloaded once more.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from certpull.bundle import CertBundle
+from certpull.config import CertConfig
+from certpull.errors import ReloadError, StoreError
+from certpull.httpd import VerifyTarget
+from certpull.interfaces import ServedCheck, Server
+from certpull.pem import first_cert_der
+from certpull.store import LiveDir
+
+log = logging.getLogger("certpull")
+
+
+@dataclass
+class Candidate:
+    """A certificate with a new bundle, moving through install -> reload -> verify in this pass."""
+
+    cert: CertConfig
+    version_id: str
+    bundle: CertBundle
+    live: LiveDir
+    previous: Optional[str] = None
+    store_version: str = ""
+    problem: Optional[str] = None
+    # The bundle is already active on disk but state.json does not record it: a pass was killed
+    # between activating the files and saving state, so httpd may never have been reloaded.
+    resume: bool = False
+
+
+class Installer:
+    """Applies candidates to disk and httpd; every failure ends as ``Candidate.problem``."""
+
+    def __init__(self, server: Server, served_check: ServedCheck, verify_timeout_s: float) -> None:
+        self.server = server
+        self.served_check = served_check
+        self.verify_timeout_s = verify_timeout_s
+
+    def apply(self, candidates: List[Candidate]) -> None:
+        """Steps 5-8 for every candidate: activate, then one config test and one reload."""
+        active: List[Candidate] = []
+        for cand in candidates:  # (5)
+            try:
+                if cand.resume:
+                    cand.store_version, cand.previous = _active_and_previous(cand.live)
+                    active.append(cand)
+                    continue
+                result = cand.live.publish(cand.bundle.files(), label=cand.version_id)
+                cand.previous, cand.store_version = result.previous, result.version
+                if result.changed:
+                    active.append(cand)
+            except StoreError as exc:
+                cand.problem = f"cannot install: {exc}"
+        if active:
+            self._reload_and_verify(active)  # (6)-(8)
+
+    def reload_checked(self) -> None:
+        """Config test and graceful reload, unless httpd is known to be stopped."""
+        if self.server.known_stopped():
+            return
+        self.server.config_test()
+        self.server.graceful_reload()
+
+    def verify(self, cert: CertConfig, cert_pem: bytes) -> float:
+        """Fresh handshakes to ``cert.verify`` must serve ``cert_pem``'s leaf; seconds waited."""
+        if cert.verify is None:
+            return 0.0
+        host, port = cert.verify
+        target = VerifyTarget(host=host, port=port, server_name=cert.server_name)
+        der = first_cert_der(cert_pem)
+        if der is None:
+            raise ReloadError("the installed cert.pem holds no certificate")
+        return self.served_check(target, der, self.verify_timeout_s)
+
+    def _reload_and_verify(self, active: List[Candidate]) -> None:
+        """Steps 6-8: config test, reload, verify; failures roll back and mark `problem`."""
+        if self.server.known_stopped():
+            log.info("httpd is not running: new files are in place and load when it starts")
+            return
+        try:
+            self.server.config_test()  # (6)
+        except ReloadError as exc:
+            self._roll_back(active, f"httpd config test failed with the new files: {exc}")
+            return
+        try:
+            self.server.graceful_reload()  # (7)
+        except ReloadError as exc:
+            self._roll_back(active, f"graceful reload failed: {exc}")
+            self._restore_httpd()
+            return
+        failed = []
+        for cand in active:  # (8)
+            try:
+                self.verify(cand.cert, cand.bundle.cert_pem)
+            except ReloadError as exc:
+                failed.append(cand)
+                cand.problem = f"verification failed: {exc}"
+        if failed:
+            self._roll_back(failed, None)
+            self._restore_httpd()
+
+    def _roll_back(self, cands: List[Candidate], problem: Optional[str]) -> None:
+        for cand in cands:
+            reason = problem or cand.problem or "failed"
+            if cand.previous is None:
+                # First install: there is nothing older to go back to; keep the files, report it.
+                cand.problem = f"{reason} (first install: no previous version to roll back to)"
+                continue
+            try:
+                cand.live.rollback(discard_current=True)
+                cand.problem = f"{reason}; rolled back to the previous version"
+            except StoreError as exc:
+                cand.problem = f"{reason}; rollback failed too: {exc}"
+
+    def _restore_httpd(self) -> None:
+        """After a rollback, make httpd serve the old files again: reload it, or start it if the
+        bad reload killed it."""
+        try:
+            if self.server.known_stopped():
+                log.warning(
+                    "httpd is down after the failed reload; starting it with the previous files"
+                )
+                self.server.start()
+            else:
+                self.server.graceful_reload()
+        except ReloadError as exc:
+            log.error("httpd did not come back after the rollback: %s", exc)  # noqa: TRY400 - one line, no traceback
+
+
+def _active_and_previous(live: LiveDir) -> Tuple[str, Optional[str]]:
+    """The active version dir and the newest complete one before it (None: first install)."""
+    active = live.current() or ""
+    versions = live.versions()
+    older = versions[: versions.index(active)] if active in versions else []
+    return active, (older[-1] if older else None)

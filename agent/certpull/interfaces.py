@@ -1,0 +1,102 @@
+"""The seams: what the pass (agent.py) and the daemon (daemon.py) need from each external system.
+
+One Protocol per system, as certbot's `interfaces.Installer` does it. wiring.py passes the real
+adapters (source.SecretSource, httpd.Httpd, state.StateFile, drift.DriftWatcher); tests pass
+small fakes that satisfy the same Protocol, so neither side needs `type: ignore` or patching.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    ContextManager,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Union,
+)
+
+if TYPE_CHECKING:
+    from certpull.httpd import VerifyTarget
+    from certpull.outcome import PassReport
+    from certpull.source import SecretValue
+    from certpull.state import State
+    from certpull.windows import InstallWindows
+
+
+class Source(Protocol):
+    """Where certificate bundles come from (Secrets Manager)."""
+
+    def current_version_id(
+        self, secret_arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
+    ) -> str: ...
+
+    def fetch_current(
+        self, secret_arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
+    ) -> SecretValue: ...
+
+
+class Server(Protocol):
+    """The TLS server that loads the files (Apache httpd)."""
+
+    def known_stopped(self) -> bool:
+        """True only when the server is observably not running (then nothing is reloaded)."""
+        ...
+
+    def config_test(self) -> None: ...
+
+    def graceful_reload(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+class StateStore(Protocol):
+    """state.json and the lock that serialises passes."""
+
+    def load(self) -> State: ...
+
+    def save(self, state: State) -> None: ...
+
+    def update(self, change: Callable[[State], None]) -> State: ...
+
+    def lock(self) -> ContextManager[None]: ...
+
+
+class DriftWatch(Protocol):
+    """Reports which key (a certificate name, or "config") changed on disk, behind the agent's back."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def update(
+        self, paths_to_watch: Optional[Mapping[str, Union[str, Sequence[str]]]] = None
+    ) -> None: ...
+
+    def suppress(self, key: str) -> ContextManager[None]: ...
+
+
+class Passes(Protocol):
+    """What the daemon asks of the pass (agent.Agent)."""
+
+    def recover(self) -> List[str]: ...
+
+    def sync(
+        self,
+        names: Optional[Sequence[str]] = None,
+        dry_run: bool = False,
+        windows: Optional[InstallWindows] = None,
+    ) -> PassReport: ...
+
+    def drifted(self, name: str) -> bool: ...
+
+    def repair(self, name: str) -> bool: ...
+
+    def update_state(self, change: Callable[[State], None]) -> None: ...
+
+
+ServedCheck = Callable[["VerifyTarget", bytes, float], float]
+"""(target, expected leaf DER, timeout) -> seconds until fresh handshakes served it; ReloadError otherwise."""

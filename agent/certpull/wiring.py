@@ -1,0 +1,169 @@
+"""The composition root: the only place that builds real adapters.
+
+boto3 clients, the command runner, httpd, live directories (with owners and SELinux labels), the
+state file, the drift watcher and the SQS event queue are made here from a Config and handed to
+the pass (agent.py) and the daemon (daemon.py) through their constructors. Tests build the same
+objects with fakes instead; nothing below this module constructs an adapter itself.
+
+Importing this module imports boto3: `certpull status` must not (cli.py imports it lazily).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+from typing import Callable, Optional
+
+from certpull.agent import Agent, LiveDirFactory
+from certpull.aws import AwsClients
+from certpull.bundle import KEY_FILE
+from certpull.config import AgentConfig, CertConfig, Config
+from certpull.config_files import load
+from certpull.daemon import AgentLoop, drift_paths
+from certpull.drift import DriftWatcher
+from certpull.errors import CommandError, StoreError
+from certpull.event_queue import EventQueue
+from certpull.httpd import Httpd
+from certpull.logs import setup_logging
+from certpull.notify import Notifier
+from certpull.proc import CommandRunner
+from certpull.source import SecretSource
+from certpull.state import StateFile
+from certpull.store import FileOps, LiveDir
+
+
+def aws_clients(agent: AgentConfig) -> AwsClients:
+    """boto3 clients with the configured endpoint, timeouts and attempts."""
+    return AwsClients(
+        endpoint_url=agent.endpoint_url,
+        connect_timeout_s=agent.connect_timeout_s,
+        read_timeout_s=agent.read_timeout_s,
+        max_attempts=agent.max_attempts,
+    )
+
+
+def command_runner(agent: AgentConfig) -> CommandRunner:
+    return CommandRunner(default_timeout_s=agent.command_timeout_s)
+
+
+def httpd(agent: AgentConfig, runner: CommandRunner) -> Httpd:
+    return Httpd(
+        runner,
+        configtest_argv=agent.configtest_command,
+        reload_argv=agent.reload_command,
+        pid_file=agent.httpd_pid_file,
+        start_argv=agent.start_command,
+    )
+
+
+def selinux_restorer(runner: CommandRunner) -> Optional[Callable[[str], None]]:
+    """`restorecon -R` on staged dirs where SELinux is on, so httpd may read what it is given."""
+    if not os.path.exists("/sys/fs/selinux/enforce") or shutil.which("restorecon") is None:
+        return None
+
+    def restore(path: str) -> None:
+        try:
+            runner.run(["restorecon", "-R", path])
+        except CommandError as exc:
+            raise StoreError(f"cannot restore SELinux labels on {path}: {exc}") from None
+
+    return restore
+
+
+def _uid(owner: Optional[str]) -> Optional[int]:
+    if owner is None:
+        return None
+    try:
+        return int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise StoreError(f"owner {owner!r} does not exist on this host") from None
+
+
+def _gid(group: Optional[str]) -> Optional[int]:
+    if group is None:
+        return None
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StoreError(f"group {group!r} does not exist on this host") from None
+
+
+def live_dir_factory(
+    config: Config,
+    label_restorer: Optional[Callable[[str], None]],
+    fs: Optional[FileOps] = None,
+) -> LiveDirFactory:
+    """LiveDirs for the configured certificates; ``fs`` replaces the system calls (fault tests)."""
+
+    def make(cert: CertConfig) -> LiveDir:
+        return LiveDir(
+            config.live_path(cert.name),
+            file_modes={KEY_FILE: cert.key_mode},
+            default_mode=cert.cert_mode,
+            keep_versions=cert.keep_versions,
+            uid=_uid(cert.owner),
+            gid=_gid(cert.group),
+            label_restorer=label_restorer,
+            fs=fs,
+        )
+
+    return make
+
+
+def build_agent(
+    config: Config, log_outcomes: bool = True, runner: Optional[CommandRunner] = None
+) -> Agent:
+    """The Agent with real adapters: boto3 clients, subprocesses, files, TLS handshakes.
+
+    ``runner`` replaces the command runner (a bench times the reload commands through it).
+    """
+    runner = runner or command_runner(config.agent)
+    return Agent(
+        config,
+        source=SecretSource(aws_clients(config.agent).secretsmanager),
+        httpd=httpd(config.agent, runner),
+        state_file=StateFile(config.agent.state_dir),
+        live_dir_for=live_dir_factory(config, selinux_restorer(runner)),
+        log_outcomes=log_outcomes,
+    )
+
+
+def event_queue(config: Config) -> EventQueue:
+    """The SQS queue of `events_queue_url`, in the region its URL names."""
+    url = config.agent.events_queue_url or ""
+    return EventQueue(aws_clients(config.agent).sqs(queue_region(url)), url)
+
+
+def queue_region(url: str) -> str:
+    """`https://sqs.eu-west-1.amazonaws.com/...` -> eu-west-1; other hosts: AWS_REGION or us-east-1."""
+    host = url.split("/")[2] if url.count("/") >= 2 else ""
+    parts = host.split(".")
+    if len(parts) >= 3 and parts[0] == "sqs":
+        return parts[1]
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def drift_watcher(config: Config, on_change: Callable[[str], None]) -> DriftWatcher:
+    return DriftWatcher(drift_paths(config), on_change)
+
+
+def build_daemon(config: Config) -> AgentLoop:
+    """`certpull run`'s loop with the real collaborators."""
+    return AgentLoop(
+        config,
+        make_agent=build_agent,
+        load=load,
+        notifier=Notifier(),
+        make_event_queue=event_queue,
+        make_drift_watcher=drift_watcher,
+    )
+
+
+def run_daemon(config: Config, verbose: bool = False) -> int:
+    """`certpull run`: logging, signal handlers, then the loop until SIGTERM."""
+    setup_logging("DEBUG" if verbose else config.agent.log_level.upper())
+    loop = build_daemon(config)
+    loop.install_signal_handlers()
+    return loop.run()

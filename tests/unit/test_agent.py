@@ -1,0 +1,308 @@
+"""agent.Agent.sync with in-memory collaborators: the order of operations and the rollbacks.
+
+The source, httpd and served-certificate check are test doubles passed through the constructor;
+the live directories are real (tmp_path), because the rollbacks under test are the store's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set
+
+import pytest
+
+from certpull.agent import Agent
+from certpull.config import Config, parse_config
+from certpull.errors import ReloadError, SourceError
+from certpull.httpd import VerifyTarget
+from certpull.outcome import Status
+from certpull.pem import first_cert_der
+from certpull.source import SecretValue
+from certpull.state import StateFile
+from certpull.wiring import live_dir_factory
+from tests.pki import Issued, Pki
+
+PKI = Pki()
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.secrets: Dict[str, SecretValue] = {}
+        self.errors: Dict[str, SourceError] = {}
+        self.calls: List[str] = []
+
+    def put(self, arn: str, version: str, secret_string: str) -> None:
+        self.secrets[arn] = SecretValue(version, secret_string)
+
+    def current_version_id(
+        self, arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
+    ) -> str:
+        self.calls.append("DescribeSecret")
+        if arn in self.errors:
+            raise self.errors[arn]
+        return self.secrets[arn].version_id
+
+    def fetch_current(
+        self, arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
+    ) -> SecretValue:
+        self.calls.append("GetSecretValue")
+        return self.secrets[arn]
+
+
+class FakeHttpd:
+    """A Server that loads the live cert.pem of each certificate at every successful reload."""
+
+    def __init__(self, live_root: Path, names: Sequence[str]) -> None:
+        self.live_root = live_root
+        self.names = list(names)
+        self.calls: List[str] = []
+        self.running = True
+        self.fail_config_test = False
+        self.fail_reloads = 0
+        self.loaded: Dict[str, Optional[bytes]] = {}
+
+    def known_stopped(self) -> bool:
+        return not self.running
+
+    def config_test(self) -> None:
+        self.calls.append("configtest")
+        if self.fail_config_test:
+            raise ReloadError("`apachectl configtest` exited 1: AH00526: Syntax error")
+
+    def graceful_reload(self) -> None:
+        self.calls.append("graceful")
+        if self.fail_reloads:
+            self.fail_reloads -= 1
+            raise ReloadError("httpd is not running after the graceful reload")
+        self._load()
+
+    def start(self) -> None:
+        self.calls.append("start")
+        self.running = True
+        self._load()
+
+    def _load(self) -> None:
+        for name in self.names:
+            path = self.live_root / name / "cert.pem"
+            self.loaded[name] = first_cert_der(path.read_bytes()) if path.exists() else None
+
+
+class FakeServed:
+    """Fresh handshakes: each port serves what httpd loaded for its certificate at the last
+    reload, unless the port is broken (a vhost that serves something else)."""
+
+    def __init__(self, httpd: FakeHttpd, ports: Dict[int, str]) -> None:
+        self.httpd = httpd
+        self.ports = ports
+        self.broken_ports: Set[int] = set()
+        self.calls: List[int] = []
+
+    def __call__(self, target: VerifyTarget, expected_der: bytes, timeout_s: float) -> float:
+        self.calls.append(target.port)
+        served = self.httpd.loaded.get(self.ports[target.port])
+        if target.port in self.broken_ports or served != expected_der:
+            raise ReloadError(f"{target} does not serve the new certificate after {timeout_s:g} s")
+        return 0.01
+
+
+@pytest.fixture
+def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    text = "\n".join(
+        [
+            "[agent]",
+            f"live_dir = {tmp_path / 'live'}",
+            f"state_dir = {tmp_path / 'state'}",
+            "",
+            *[
+                f"[cert:{name}]\nsecret_arn = arn:aws:secretsmanager:us-east-1:111122223333:secret:{name}\n"
+                f"server_name = www.example.com\nverify = 127.0.0.1:{port}\n"
+                for name, port in (("a", 1001), ("b", 1002))
+            ],
+        ]
+    )
+    config: Config = parse_config(text, str(tmp_path / "c.conf"))
+    source, httpd = FakeSource(), FakeHttpd(tmp_path / "live", ["a", "b"])
+    served = FakeServed(httpd, {1001: "a", 1002: "b"})
+    agent = Agent(
+        config,
+        source=source,
+        httpd=httpd,
+        state_file=StateFile(str(tmp_path / "state")),
+        live_dir_for=live_dir_factory(config, None),
+        served_check=served,
+    )
+    return agent, source, httpd, served, tmp_path
+
+
+def arn(name: str) -> str:
+    return f"arn:aws:secretsmanager:us-east-1:111122223333:secret:{name}"
+
+
+def put(source: FakeSource, name: str, version: str, leaf: Issued) -> None:
+    source.put(arn(name), version, PKI.secret_string(leaf))
+
+
+def live_cert(tmp_path: Path, name: str) -> bytes:
+    return (tmp_path / "live" / name / "cert.pem").read_bytes()
+
+
+def statuses(report) -> Dict[str, str]:  # type: ignore[no-untyped-def]
+    return {o.name: o.status for o in report.outcomes}
+
+
+def install_both(agent: Agent, source: FakeSource, httpd: FakeHttpd) -> None:
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    put(source, "b", "b1", PKI.leaf(slot=11))
+    assert statuses(agent.sync()) == {"a": Status.INSTALLED, "b": Status.INSTALLED}
+    httpd.calls.clear()
+    source.calls.clear()
+
+
+def test_two_changed_certs_cost_one_config_test_and_one_reload(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _served, _ = world
+    install_both(agent, source, httpd)
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    put(source, "b", "b2", PKI.leaf(slot=13))
+    assert statuses(agent.sync()) == {"a": Status.INSTALLED, "b": Status.INSTALLED}
+    assert httpd.calls == ["configtest", "graceful"]
+
+
+def test_current_certs_cost_one_describe_each_and_nothing_else(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, _ = world
+    install_both(agent, source, httpd)
+    assert statuses(agent.sync()) == {"a": Status.CURRENT, "b": Status.CURRENT}
+    assert source.calls == ["DescribeSecret", "DescribeSecret"]
+    assert httpd.calls == []
+
+
+def test_config_test_failure_rolls_back_every_cert_of_the_pass_without_reload(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = world
+    install_both(agent, source, httpd)
+    before = {n: live_cert(tmp, n) for n in "ab"}
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    put(source, "b", "b2", PKI.leaf(slot=13))
+    httpd.fail_config_test = True
+    report = agent.sync()
+    assert statuses(report) == {"a": Status.FAILED, "b": Status.FAILED}
+    assert all(
+        "config test failed" in o.message and "rolled back" in o.message for o in report.outcomes
+    )
+    assert httpd.calls == ["configtest"]
+    assert {n: live_cert(tmp, n) for n in "ab"} == before
+
+
+def test_httpd_dying_on_reload_rolls_back_and_reloads_the_old_files(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = world
+    install_both(agent, source, httpd)
+    before = live_cert(tmp, "a")
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    httpd.fail_reloads = 1
+    report = agent.sync(["a"])
+    assert statuses(report) == {"a": Status.FAILED}
+    assert "graceful reload failed" in report.outcomes[0].message
+    assert httpd.calls == ["configtest", "graceful", "graceful"]
+    assert live_cert(tmp, "a") == before
+
+
+def test_one_cert_failing_verification_is_rolled_back_alone(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, served, tmp = world
+    install_both(agent, source, httpd)
+    before_a = live_cert(tmp, "a")
+    leaf_b = PKI.leaf(slot=13)
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    put(source, "b", "b2", leaf_b)
+    served.broken_ports.add(1001)
+    report = agent.sync()
+    assert statuses(report) == {"a": Status.FAILED, "b": Status.INSTALLED}
+    assert live_cert(tmp, "a") == before_a
+    assert live_cert(tmp, "b") == leaf_b.pem.encode()
+    assert httpd.calls == ["configtest", "graceful", "graceful"]
+    state = json.loads((tmp / "state" / "state.json").read_text())
+    assert state["certs"]["a"]["installed"]["version_id"] == "a1"
+    assert state["certs"]["a"]["consecutive_failures"] == 1
+    assert state["certs"]["b"]["installed"]["version_id"] == "b2"
+
+
+def test_first_install_failing_verification_keeps_the_files_and_says_why(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, _httpd, served, tmp = world
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    served.broken_ports.add(1001)
+    report = agent.sync(["a"])
+    assert statuses(report) == {"a": Status.FAILED}
+    assert "first install: no previous version" in report.outcomes[0].message
+    assert live_cert(tmp, "a")
+
+
+def test_httpd_not_running_installs_without_config_test_or_reload(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, served, _tmp = world
+    httpd.running = False
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    assert httpd.calls == [] and served.calls == []
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_source_errors_are_recorded_and_leave_files_alone(world, transient: bool) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = world
+    install_both(agent, source, httpd)
+    before = live_cert(tmp, "a")
+    source.errors[arn("a")] = SourceError(
+        "DescribeSecret: ThrottlingException", transient, "ThrottlingException"
+    )
+    report = agent.sync()
+    assert statuses(report) == {"a": Status.FAILED, "b": Status.CURRENT}
+    assert report.outcomes[0].transient is transient
+    assert report.outcomes[0].message == f"a ({arn('a')}): DescribeSecret: ThrottlingException"
+    assert live_cert(tmp, "a") == before and httpd.calls == []
+
+
+def test_same_bytes_under_a_new_version_only_records_the_version(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, _tmp = world
+    leaf = PKI.leaf(slot=10)
+    put(source, "a", "a1", leaf)
+    agent.sync(["a"])
+    httpd.calls.clear()
+    put(source, "a", "a2", leaf)
+    assert statuses(agent.sync(["a"])) == {"a": Status.UNCHANGED}
+    assert httpd.calls == []
+    assert statuses(agent.sync(["a"])) == {"a": Status.CURRENT}
+
+
+def test_rollback_holds_the_version_until_a_new_one_arrives(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, _httpd, _, tmp = world
+    first = PKI.leaf(slot=10)
+    put(source, "a", "a1", first)
+    agent.sync(["a"])
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    agent.sync(["a"])
+    assert agent.rollback("a").status == Status.INSTALLED
+    assert live_cert(tmp, "a") == first.pem.encode()
+    assert statuses(agent.sync(["a"])) == {"a": Status.HELD}
+    assert live_cert(tmp, "a") == first.pem.encode()
+    third = PKI.leaf(slot=13)
+    put(source, "a", "a3", third)
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    assert live_cert(tmp, "a") == third.pem.encode()
+
+
+def test_deleted_link_is_repaired_and_counted_as_drift(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = world
+    install_both(agent, source, httpd)
+    (tmp / "live" / "a" / "privkey.pem").unlink()
+    assert statuses(agent.sync(["a"])) == {"a": Status.CURRENT}
+    assert (tmp / "live" / "a" / "privkey.pem").exists()
+    state = json.loads((tmp / "state" / "state.json").read_text())
+    assert state["certs"]["a"]["drift_count"] == 1
+
+
+def test_edited_live_file_is_republished(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = world
+    install_both(agent, source, httpd)
+    good = live_cert(tmp, "a")
+    target = (tmp / "live" / "a" / "cert.pem").resolve()
+    target.write_bytes(PKI.leaf(slot=20).pem.encode())
+    report = agent.sync(["a"])
+    assert statuses(report) == {"a": Status.INSTALLED}
+    assert live_cert(tmp, "a") == good
+    assert httpd.calls == ["configtest", "graceful"]
