@@ -40,7 +40,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certpull.httpd import fetch_served_leaf
-from certpull.store import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, LiveDir, is_version_name
+from certpull.layout import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, is_version_name
+from certpull.store import LiveDir
 from tests.apache import ApacheInstance
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy

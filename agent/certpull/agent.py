@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Callable, List, Optional, Sequence, Union
 
 from certpull.bundle import CERT_FILE, CertBundle, leaf_info, validate
+from certpull.compat import CompatLinks
 from certpull.config import CertConfig, Config
 from certpull.errors import BundleError, ReloadError, SourceError, StoreError
 from certpull.httpd import wait_until_served
@@ -29,6 +30,7 @@ from certpull.windows import InstallWindows, install_allowed
 log = logging.getLogger("certpull")
 
 LiveDirFactory = Callable[[CertConfig], LiveDir]
+CompatFactory = Callable[[CertConfig], CompatLinks]
 
 
 class Agent:
@@ -42,6 +44,7 @@ class Agent:
         httpd: Server,
         state_file: StateStore,
         live_dir_for: LiveDirFactory,
+        compat_for: CompatFactory,
         served_check: ServedCheck = wait_until_served,
         clock: Callable[[], float] = time.time,
         log_outcomes: bool = True,
@@ -51,6 +54,7 @@ class Agent:
         self.source = source
         self.state_file = state_file
         self.live_dir_for = live_dir_for
+        self.compat_for = compat_for
         self.clock = clock
         self.installer = Installer(httpd, served_check, config.agent.verify_timeout_s)
 
@@ -437,8 +441,7 @@ class Agent:
         return outcomes
 
     def _compat_links(self, cert: CertConfig, live: LiveDir) -> None:
-        if cert.compat_links:
-            live.link_compat(dict(cert.compat_links))
+        self.compat_for(cert).apply()
 
     def _installed_record(
         self, version_id: str, store_version: str, cert_pem: bytes, arn: Optional[str]

@@ -23,7 +23,7 @@ from certpull.fileops import (
     lstat_or_none,
     unlink_if_present,
 )
-from certpull.store import validate_file_name
+from certpull.layout import validate_file_name
 
 log = logging.getLogger(__name__)
 

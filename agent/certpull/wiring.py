@@ -16,22 +16,24 @@ import pwd
 import shutil
 from typing import Callable, Optional
 
-from certpull.agent import Agent, LiveDirFactory
+from certpull.agent import Agent, CompatFactory, LiveDirFactory
 from certpull.aws import AwsClients
 from certpull.bundle import KEY_FILE
+from certpull.compat import CompatLinks
 from certpull.config import AgentConfig, CertConfig, Config
 from certpull.config_files import load
 from certpull.daemon import AgentLoop, drift_paths
 from certpull.drift import DriftWatcher
 from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
+from certpull.fileops import FileOps
 from certpull.httpd import Httpd
 from certpull.logs import setup_logging
 from certpull.notify import Notifier
 from certpull.proc import CommandRunner
 from certpull.source import SecretSource
 from certpull.state import StateFile
-from certpull.store import FileOps, LiveDir
+from certpull.store import LiveDir
 
 
 def aws_clients(agent: AgentConfig) -> AwsClients:
@@ -112,6 +114,15 @@ def live_dir_factory(
     return make
 
 
+def compat_factory(config: Config, fs: Optional[FileOps] = None) -> CompatFactory:
+    """Each certificate's compat links (none: a no-op)."""
+
+    def make(cert: CertConfig) -> CompatLinks:
+        return CompatLinks(config.live_path(cert.name), dict(cert.compat_links), fs)
+
+    return make
+
+
 def build_agent(
     config: Config, log_outcomes: bool = True, runner: Optional[CommandRunner] = None
 ) -> Agent:
@@ -126,6 +137,7 @@ def build_agent(
         httpd=httpd(config.agent, runner),
         state_file=StateFile(config.agent.state_dir),
         live_dir_for=live_dir_factory(config, selinux_restorer(runner)),
+        compat_for=compat_factory(config),
         log_outcomes=log_outcomes,
     )
 

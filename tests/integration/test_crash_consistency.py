@@ -20,8 +20,9 @@ from typing import Callable, Dict, Iterator
 import pytest
 
 from certpull.config import load_config
+from certpull.fileops import FileOps
+from certpull.layout import DATA_LINK, DATA_TMP, STAGING_PREFIX
 from certpull.outcome import Status
-from certpull.store import DATA_LINK, DATA_TMP, STAGING_PREFIX, FileOps
 from certpull.wiring import build_agent, live_dir_factory
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws

@@ -23,7 +23,8 @@ from typing import Counter, Dict, List, Set
 import pytest
 
 import certpull
-from certpull.store import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, LiveDir, is_version_name
+from certpull.layout import DATA_LINK, DATA_TMP, LINK_TMP, STAGING_PREFIX, is_version_name
+from certpull.store import LiveDir
 
 WORKER = Path(__file__).resolve().parent.parent / "store_crash_worker.py"
 FILE_NAMES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")

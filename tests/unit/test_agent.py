@@ -20,7 +20,7 @@ from certpull.outcome import Status
 from certpull.pem import first_cert_der
 from certpull.source import SecretValue
 from certpull.state import StateFile
-from certpull.wiring import live_dir_factory
+from certpull.wiring import compat_factory, live_dir_factory
 from tests.pki import Issued, Pki
 
 PKI = Pki()
@@ -130,6 +130,7 @@ def world(tmp_path: Path):  # type: ignore[no-untyped-def]
         httpd=httpd,
         state_file=StateFile(str(tmp_path / "state")),
         live_dir_for=live_dir_factory(config, None),
+        compat_for=compat_factory(config),
         served_check=served,
     )
     return agent, source, httpd, served, tmp_path

@@ -12,15 +12,9 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 import pytest
 
 from certpull.errors import StoreError
-from certpull.store import (
-    DATA_LINK,
-    MANIFEST,
-    MAX_LABEL_LEN,
-    FileOps,
-    LiveDir,
-    PublishResult,
-    sanitize_label,
-)
+from certpull.fileops import FileOps
+from certpull.layout import DATA_LINK, MANIFEST, MAX_LABEL_LEN, sanitize_label
+from certpull.store import LiveDir, PublishResult
 
 KEY = "privkey.pem"
 SECRET = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-MATERIAL\n-----END PRIVATE KEY-----\n"
@@ -484,69 +478,6 @@ def test_owner_set_before_first_byte_when_root(tmp_path: Path) -> None:
     os.chown(tmp_path / DATA_LINK / KEY, 0, 0)
     assert any("has uid 0, expected 65534" in p for p in store.verify_links())
     assert make(tmp_path, uid=nobody, gid=nobody).publish(bundle("a"), "again").changed
-
-
-# ---- link_compat --------------------------------------------------------------------------
-
-
-def test_link_compat_backs_up_a_regular_file_once(tmp_path: Path) -> None:
-    store = make(tmp_path / "live" / "www")
-    store.publish(bundle("a"), "a")
-    certs = tmp_path / "etc" / "pki" / "tls" / "certs"
-    certs.mkdir(parents=True)
-    crt = certs / "localhost.crt"
-    crt.write_bytes(b"the distribution's self-signed cert\n")
-    links = {str(crt): "cert.pem", str(certs / "localhost.key"): KEY}
-
-    store.link_compat(links)
-    assert os.readlink(crt) == os.path.join(store.path, "cert.pem")
-    assert crt.read_bytes() == b"cert a\n"
-    assert (certs / "localhost.key").read_bytes() == bundle("a")[KEY]
-    backup = certs / "localhost.crt.certpull-orig"
-    assert backup.read_bytes() == b"the distribution's self-signed cert\n"
-    assert not (certs / "localhost.key.certpull-orig").exists()  # nothing was there
-
-    store.link_compat(links)  # idempotent
-    store.publish(bundle("b"), "b")
-    assert crt.read_bytes() == b"cert b\n"  # follows the active version
-
-    crt.unlink()
-    crt.write_bytes(b"someone put a file back\n")
-    store.link_compat(links)
-    assert backup.read_bytes() == b"the distribution's self-signed cert\n"  # never overwritten
-    assert crt.read_bytes() == b"cert b\n"
-    assert sorted(p.name for p in certs.iterdir()) == [
-        "localhost.crt",
-        "localhost.crt.certpull-orig",
-        "localhost.key",
-    ]
-
-
-def test_link_compat_replaces_a_foreign_symlink(tmp_path: Path) -> None:
-    store = make(tmp_path / "www")
-    store.publish(bundle("a"), "a")
-    path = tmp_path / "server.crt"
-    os.symlink("/etc/hostname", path)
-    store.link_compat({str(path): "cert.pem"})
-    assert path.read_bytes() == b"cert a\n"
-    assert not Path(str(path) + ".certpull-orig").exists()
-
-
-@pytest.mark.parametrize(
-    ("where", "message"),
-    [("missing/dir/x.crt", "does not exist"), ("adir", "is a directory")],
-)
-def test_link_compat_refusals(tmp_path: Path, where: str, message: str) -> None:
-    store = make(tmp_path / "www")
-    store.publish(bundle("a"), "a")
-    (tmp_path / "adir").mkdir()
-    with pytest.raises(StoreError, match=message):
-        store.link_compat({str(tmp_path / where): "cert.pem"})
-
-
-def test_link_compat_rejects_bad_file_name(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="invalid file name"):
-        make(tmp_path / "www").link_compat({str(tmp_path / "x"): "../x"})
 
 
 # ---- fault injection ----------------------------------------------------------------------
