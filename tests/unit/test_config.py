@@ -327,3 +327,16 @@ def test_shipped_default_config_is_valid_and_documents_every_key() -> None:
         if "=" in line and not line.startswith((";", "#"))
     }
     assert documented >= agent_keys() | cert_keys()
+
+
+def test_readme_documents_every_key() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            documented.update(re.findall(r"`([a-z_0-9]+)`", line.split("|")[1]))
+    assert agent_keys() | cert_keys() <= documented, sorted(agent_keys() | cert_keys() - documented)
