@@ -36,6 +36,8 @@ from certpull.windows import InstallWindows
 
 log = logging.getLogger("certpull")
 
+# Outcomes after which the outcome's version id is the one in place (installed or held back).
+_IN_PLACE = (Status.CURRENT, Status.INSTALLED, Status.UNCHANGED, Status.HELD)
 HEARTBEAT_S = 30.0  # state.json heartbeat; `status` calls the daemon stuck after 3 missed beats
 MAX_SLEEP_S = 60.0
 # The drift watcher ignores a certificate's files while a pass runs and for its settle time after
@@ -91,6 +93,7 @@ class AgentLoop:
         self.drift = make_drift_watcher(config, self.mailbox.post_drift)
         self.pending: Set[str] = set()
         self.rechecks: Dict[str, float] = {}  # name -> monotonic time of a local drift check
+        self.versions: Dict[str, str] = {}  # name -> version id the last pass found in place
         self.summary = "starting"
         self._last_heartbeat = float("-inf")
 
@@ -197,6 +200,8 @@ class AgentLoop:
             else:
                 self.scheduler.record_success(name, now)
                 self.rechecks[name] = now + DRIFT_RECHECK_S
+            if outcome is not None and outcome.version_id and outcome.status in _IN_PLACE:
+                self.versions[name] = outcome.version_id
             if outcome is not None and outcome.status is Status.PENDING:
                 self.pending.add(name)
             elif name in self.pending:
@@ -246,12 +251,18 @@ class AgentLoop:
             return
         now = self._monotonic()
         old_queue = self.config.agent.events_queue_url
+        old_arns = {cert.name: cert.secret_arn for cert in self.config.certs}
         self.config = new
         self.agent = self._make_agent(new)
         self.scheduler.sync_names(new.names, now)
         self.scheduler.set_interval(self._interval(new), now)
         self.pending &= set(new.names)
         self.rechecks = {n: t for n, t in self.rechecks.items() if n in new.names}
+        self.versions = {
+            n: v
+            for n, v in self.versions.items()
+            if n in new.names and new.cert(n).secret_arn == old_arns.get(n)
+        }
         if new.agent.events_queue_url != old_queue:
             if self.events:
                 self.events.stop()
@@ -272,6 +283,7 @@ class AgentLoop:
         self.events = EventPoller(
             queue,
             lambda: {cert.name: cert.secret_arn for cert in self.config.certs},
+            lambda: dict(self.versions),
             self.mailbox,
             self._rng,
         )

@@ -14,7 +14,7 @@ import random
 import select
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Set
+from typing import Callable, Mapping, Optional, Set
 
 from certpull.errors import SourceError
 from certpull.event_queue import EventQueue
@@ -98,22 +98,31 @@ class Mailbox:
 class EventPoller:
     """Long-polls the SQS queue in a thread; posts a trigger for each configured secret named.
 
-    Handled messages are deleted. Malformed or foreign messages are deleted too and logged once
-    at debug level. SQS errors back off (full jitter, up to 5 minutes) and never stop the thread.
+    ``certs()`` gives name -> secret ARN; ``installed()`` gives name -> the version id the last
+    pass found installed: an event that moved AWSCURRENT to exactly that version is a duplicate
+    (EventBridge delivers at least once, CloudTrail and native events both arrive) and costs no
+    check. Handled messages are deleted. Malformed or foreign messages are deleted too and logged
+    once at debug level. SQS errors back off (equal jitter, up to 5 minutes) and never stop the
+    thread.
     """
 
     def __init__(
         self,
         queue: EventQueue,
         certs: Callable[[], Mapping[str, str]],
+        installed: Callable[[], Mapping[str, str]],
         mailbox: Mailbox,
         rng: random.Random,
+        wait: Optional[Callable[[float], object]] = None,
     ) -> None:
+        """``wait(seconds)`` sleeps between failed polls (default: until ``stop()`` or timeout)."""
         self._queue = queue
         self._certs = certs
+        self._installed = installed
         self._mailbox = mailbox
         self._backoff = Backoff(rng, EVENT_BACKOFF_BASE_S, EVENT_BACKOFF_CAP_S)
         self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
         self._thread = threading.Thread(target=self._run, name="certpull-events", daemon=True)
 
     @property
@@ -134,14 +143,14 @@ class EventPoller:
             except SourceError as exc:
                 delay = self._backoff.next_delay()
                 log.warning("rotation events: %s; retrying in %.0f s", exc, delay)
-                self._stop.wait(delay)
+                self._wait(delay)
                 continue
             self._backoff.reset()
             if not messages:
                 continue
-            certs = self._certs()
+            certs, installed = self._certs(), self._installed()
             for message in messages:
-                self._handle(message.body, message.message_id, certs)
+                self._handle(message.body, message.message_id, certs, installed)
             try:
                 self._queue.delete(messages)
             except SourceError as exc:
@@ -149,7 +158,13 @@ class EventPoller:
                     "rotation events: %s (the messages come back and cost one extra check)", exc
                 )
 
-    def _handle(self, body: str, message_id: str, certs: Mapping[str, str]) -> None:
+    def _handle(
+        self,
+        body: str,
+        message_id: str,
+        certs: Mapping[str, str],
+        installed: Mapping[str, str],
+    ) -> None:
         event = parse_message(body)
         if event is None:
             log.debug(
@@ -164,6 +179,19 @@ class EventPoller:
             log.debug("rotation events: ignoring %s: AWSCURRENT did not move", event.describe())
             return
         for name in names:
+            if (
+                event.awscurrent_moved
+                and event.version_id
+                and installed.get(name) == event.version_id
+            ):
+                log.debug(
+                    "rotation event %s: %s already has version %s",
+                    event.describe(),
+                    name,
+                    event.version_id,
+                    extra=cert_fields(name),
+                )
+                continue
             log.info(
                 "rotation event %s: checking %s", event.describe(), name, extra=cert_fields(name)
             )
