@@ -205,9 +205,8 @@ def first_check(
 
 def _epoch(value: Any) -> Optional[float]:
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return float(aware.timestamp())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
