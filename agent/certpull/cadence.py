@@ -31,6 +31,13 @@ average, at most 9 h apart), so checks per day are ``86400 / delay``. Deadlines 
 never passes ``latest_s`` (the opening of a rotation watch, a quarter of the time left before
 notAfter).
 
+``poll_install_at`` keeps the waves meaningful: with a doorbell on, a new version that a safety
+poll finds (rather than the doorbell) is installed only once it is ``poll_install_delay_s`` (1 h)
+old by its ``LastChangedDate``, so the runbook's canary wave and soak decide where it lands first;
+a leaf about to expire (``urgent_before_expiry_days``) is replaced at once. With every doorbell
+lost, a scheduled rotation is therefore installed within ``poll_install_delay_s`` plus the watch's
+worst gap (900 s).
+
 ``first_check`` spreads the checks after a start: a host with nothing installed, or with a leaf
 about to expire, checks within ``startup_splay_s`` (10 s); a healthy host within
 ``restart_splay_s`` (300 s), so a fleet restarted at once does not spend its Secrets Manager quota
@@ -118,6 +125,7 @@ class CadenceConfig:
     rotation_poll_interval_s: float = 600.0
     rotation_lead_s: float = HOUR_S
     rotation_grace_s: float = 2 * HOUR_S
+    poll_install_delay_s: float = HOUR_S
     expiry_watch_days: float = 14.0
     expiry_poll_interval_s: float = HOUR_S
     min_interval_s: float = 60.0
@@ -188,6 +196,22 @@ def next_check(
             if config.expiry_poll_interval_s < delay:
                 delay, reason = config.expiry_poll_interval_s, EXPIRY_NEAR
     return Cadence(delay_s=delay, latest_s=latest, reason=reason)
+
+
+def poll_install_at(
+    now: float,
+    facts: Optional[RotationFacts],
+    not_after: Optional[float],
+    signals_on: bool,
+    config: CadenceConfig,
+) -> Optional[float]:
+    """When a version found by a safety poll may be installed (epoch s); None: now."""
+    if not signals_on or facts is None or facts.last_changed_at is None:
+        return None
+    if not_after is not None and not_after - now <= config.urgent_before_expiry_days * DAY_S:
+        return None
+    at = facts.last_changed_at + config.poll_install_delay_s
+    return at if at > now else None
 
 
 def first_check(

@@ -279,3 +279,44 @@ def test_a_fleet_restart_stays_under_a_fifth_of_the_secrets_manager_quota() -> N
     per_second = Counter(int(first_check(True, YEAR_S, 0.0, CONFIG, rng)) for _ in range(100_000))
     assert max(per_second.values()) <= 0.2 * 10_000
     assert sum(per_second.values()) == 100_000
+
+
+# --- a version found by the safety poll waits for the waves -------------------------------------
+
+
+def test_a_version_the_poll_finds_waits_until_the_rollout_had_its_hour() -> None:
+    from certpull.cadence import poll_install_at
+
+    facts = RotationFacts(last_changed_at=1000.0)
+    assert poll_install_at(1600.0, facts, YEAR_S, True, CONFIG) == 1000.0 + HOUR_S
+    assert poll_install_at(1000.0 + HOUR_S + 1, facts, YEAR_S, True, CONFIG) is None
+    assert poll_install_at(1600.0, facts, YEAR_S, False, CONFIG) is None  # no doorbell: at once
+    assert poll_install_at(1600.0, facts, 1600.0 + DAY_S, True, CONFIG) is None  # expiring
+    assert poll_install_at(1600.0, RotationFacts(), YEAR_S, True, CONFIG) is None  # age unknown
+
+
+def test_lost_doorbells_still_install_within_the_delay_plus_one_watch_gap() -> None:
+    from certpull.cadence import poll_install_at
+
+    secret = ScheduledSecret(seed=11)
+    rng = random.Random(4)
+    now, installs = 0.0, []
+    seen = 0
+    deferred_until = None
+    while now < 100 * DAY_S:
+        happened = [at for at in secret.rotations if at <= now]
+        if len(happened) > seen:
+            facts_now = RotationFacts(last_changed_at=happened[-1])
+            at = poll_install_at(now, facts_now, YEAR_S, True, CONFIG)
+            if at is None:
+                installs.append(now - happened[-1])
+                seen, deferred_until = len(happened), None
+            else:
+                deferred_until = at
+        delay = next_check(now, secret.facts(now), YEAR_S, True, CONFIG).jittered(rng)
+        if deferred_until is not None:
+            delay = min(delay, max(0.0, deferred_until - now))
+        now += max(delay, 1.0)
+    assert len(installs) >= 3
+    assert max(installs) <= CONFIG.poll_install_delay_s + 1.5 * CONFIG.rotation_poll_interval_s
+    assert min(installs) >= CONFIG.poll_install_delay_s  # never before the waves had their hour
