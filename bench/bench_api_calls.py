@@ -10,24 +10,39 @@ Two runs of the real daemon against moto, each idle (no secret changes) for `--m
   certificate: `ReceiveMessage per day = 86400 / measured seconds per long poll`. Then one
   rotation is published and the calls it costs are counted (what a rotation adds on top).
 
+* adaptive safety poll (a doorbell or events on): ``certpull.cadence`` and the Scheduler decide
+  when to check, on a simulated clock over ``--sim-days`` (120); each check is a real DescribeSecret
+  to moto through the proxy (the agent's call), parsed by ``cadence.facts_from_describe``, and a
+  changed AWSCURRENT a real GetSecretValue. The secret rotates every ``--rotation-days`` (30) at
+  a random time in the window ending at its NextRotationDate, and every doorbell is lost: the
+  delays it reports are the safety net's worst case. moto dates its NextRotationDate by the real
+  clock; the bench shifts them by the simulated time at which the schedule was set.
+
 GetSecretValue (the billed, decrypting call) must be 0 while nothing changes; the bench exits 1
 otherwise. The last line is JSON for the cost model.
 
-    .venv/bin/python bench/bench_api_calls.py [--minutes 1] [--certs 1]
+    .venv/bin/python bench/bench_api_calls.py [--minutes 1] [--certs 1] [--sim-days 60]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import random
 import time
+import uuid
 from collections import Counter
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from common import BenchHost, label_updated
+import boto3
+from common import AwsProxy, BenchHost, LocalAws, label_updated
 
+from certpull.cadence import DAY_S as CADENCE_DAY_S
+from certpull.cadence import CadenceConfig, RotationFacts, facts_from_describe, next_check
 from certpull.config import AgentConfig
 from certpull.event_queue import MAX_WAIT_S
+from certpull.schedule import Scheduler
 
 DAY_S = 86400.0
 SM_CHECK = "DescribeSecret"  # one per certificate per check (AWSCURRENT's version id, no payload)
@@ -114,14 +129,131 @@ def event_mode(args: argparse.Namespace, production: AgentConfig) -> Dict[str, A
     }
 
 
+def _shifted(facts: RotationFacts, offset_s: float) -> RotationFacts:
+    """moto's dates (real clock) moved onto the simulated clock."""
+
+    def shift(value: Optional[float]) -> Optional[float]:
+        return None if value is None else value + offset_s
+
+    return dataclasses.replace(
+        facts,
+        next_rotation_at=shift(facts.next_rotation_at),
+        last_rotated_at=shift(facts.last_rotated_at),
+        last_changed_at=shift(facts.last_changed_at),
+    )
+
+
+def adaptive_mode(args: argparse.Namespace) -> Dict[str, Any]:
+    """The adaptive safety poll over simulated days; real DescribeSecret / GetSecretValue calls."""
+    config = CadenceConfig()
+    rng = random.Random(args.seed)
+    with LocalAws() as aws:
+        proxy = AwsProxy(aws.endpoint_url).start()
+        try:
+            setup = aws.client("secretsmanager")
+            arn = setup.create_secret(Name=f"www-tls-{uuid.uuid4().hex[:8]}", SecretString="{}")[
+                "ARN"
+            ]
+            agent = boto3.session.Session().client(
+                "secretsmanager", region_name="us-east-1", endpoint_url=proxy.endpoint_url
+            )
+            sim = time.time()  # simulated wall clock, starting now
+            mono = 0.0  # the Scheduler's monotonic clock (sim - start)
+
+            def schedule(at_sim: float) -> Tuple[float, float]:
+                """(Re)arm rotation in moto; returns (offset, the rotation's simulated time)."""
+                setup.rotate_secret(
+                    SecretId=arn,
+                    RotationRules={"AutomaticallyAfterDays": args.rotation_days},
+                    RotateImmediately=False,
+                )
+                offset = at_sim - time.time()
+                due = at_sim + args.rotation_days * CADENCE_DAY_S
+                return offset, due - rng.uniform(0, CADENCE_DAY_S)  # rotates within the day
+
+            offset, rotation_at = schedule(sim)
+            installed = str(
+                agent.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["VersionId"]
+            )
+            not_after = sim + 365 * CADENCE_DAY_S
+            scheduler = Scheduler(rng, interval_s=config.safety_poll_interval_s)
+            scheduler.add("www", mono, first_in_s=0.0)
+            proxy.reset_counts()
+            start, end = sim, sim + args.sim_days * CADENCE_DAY_S
+            checks, delays, reasons = 0, [], Counter()
+            pending_since: Optional[float] = None  # when AWSCURRENT moved unseen
+            while True:
+                mono = scheduler.next_wakeup(mono)
+                sim = start + mono
+                if sim >= end:
+                    break
+                if sim >= rotation_at:  # the producer rotated meanwhile; its doorbell is lost
+                    setup.put_secret_value(SecretId=arn, SecretString=uuid.uuid4().hex)
+                    pending_since = rotation_at
+                    offset, rotation_at = schedule(rotation_at)
+                for name in scheduler.due(mono):
+                    response = agent.describe_secret(SecretId=arn)  # the agent's check
+                    checks += 1
+                    current = next(
+                        v
+                        for v, stages in response["VersionIdsToStages"].items()
+                        if "AWSCURRENT" in stages
+                    )
+                    if current != installed:
+                        agent.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")
+                        installed, not_after = current, sim + 365 * CADENCE_DAY_S
+                        if pending_since is not None:
+                            delays.append(sim - pending_since)
+                            pending_since = None
+                    facts = _shifted(facts_from_describe(response), offset)
+                    cadence = next_check(sim, facts, not_after, True, config)
+                    reasons[cadence.reason] += 1
+                    scheduler.record_success(name, mono, next_in_s=cadence.jittered(rng))
+            calls = dict(Counter(op for _, op, _ in list(proxy.log)))
+        finally:
+            proxy.stop()
+    return {
+        "sim_days": args.sim_days,
+        "rotation_days": args.rotation_days,
+        "cadence": dataclasses.asdict(config),
+        "calls": calls,
+        "checks": checks,
+        "checks_per_cert_per_day": round(checks / args.sim_days, 2),
+        "calls_per_cert_per_check": {op: n / max(checks, 1) for op, n in calls.items()},
+        "per_cert_per_day": {op: round(n / args.sim_days, 2) for op, n in calls.items()},
+        "check_reasons": dict(reasons),
+        "rotations": len(delays),
+        "lost_doorbell_detection_s": {
+            "max": round(max(delays), 1) if delays else None,
+            "all": [round(d, 1) for d in delays],
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=1.0, help="idle window per mode")
     parser.add_argument("--certs", type=int, default=1)
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds, poll mode")
     parser.add_argument("--reconcile-interval", type=float, default=5.0, help="s, event mode")
+    parser.add_argument("--sim-days", type=float, default=120.0, help="adaptive poll: days")
+    parser.add_argument("--rotation-days", type=int, default=30, help="adaptive poll: period")
+    parser.add_argument("--seed", type=int, default=20261129)
+    parser.add_argument(
+        "--only-adaptive", action="store_true", help="skip the poll and event runs (seconds)"
+    )
     args = parser.parse_args()
     production = AgentConfig()
+    adaptive = adaptive_mode(args)
+    print(
+        f"adaptive poll ({args.sim_days:g} simulated days, rotation every {args.rotation_days} d, "
+        f"every doorbell lost): {adaptive['calls']} -> {adaptive['checks_per_cert_per_day']} "
+        f"checks/cert/day; reasons {adaptive['check_reasons']}; worst detection "
+        f"{adaptive['lost_doorbell_detection_s']['max']} s over {adaptive['rotations']} rotations"
+    )
+    if args.only_adaptive:
+        print(json.dumps({"bench": "api_calls", "certs": 1, "adaptive": adaptive}, sort_keys=True))
+        return
     poll = poll_mode(args, production)
     events = event_mode(args, production)
     print(f"{args.certs} certificate(s), {args.minutes:g} min idle per mode (moto via the proxy)")
@@ -145,6 +277,7 @@ def main() -> None:
     )
     print(f"  one rotation costs: {events['per_rotation']}")
     unchanged = poll["get_secret_value_when_unchanged"] + events["get_secret_value_when_unchanged"]
+    unchanged += adaptive["calls"].get("GetSecretValue", 0) - adaptive["rotations"]
     print(f"GetSecretValue while nothing changed: {unchanged} (must be 0)")
     print(
         json.dumps(
@@ -155,6 +288,7 @@ def main() -> None:
                 "ReceiveMessage per host per day = 86400 / seconds_per_long_poll",
                 "poll": poll,
                 "events": events,
+                "adaptive": adaptive,
             },
             sort_keys=True,
         )

@@ -142,11 +142,14 @@ class Scheduler:
 
     # -- the cert set ------------------------------------------------------------------------
 
-    def add(self, name: str, now: float) -> None:
-        """Start scheduling ``name``: first check within ``initial_splay_s``. No-op if known."""
+    def add(self, name: str, now: float, first_in_s: Optional[float] = None) -> None:
+        """Start scheduling ``name``: first check within ``initial_splay_s``, or after
+        ``first_in_s`` (the adaptive poll's ``cadence.first_check``). No-op if known."""
         if name in self._certs:
             return
-        first = now + self._rng.uniform(0.0, self._initial_splay_s)
+        if first_in_s is None:
+            first_in_s = self._rng.uniform(0.0, self._initial_splay_s)
+        first = now + max(0.0, first_in_s)
         backoff = Backoff(self._rng, self._base_backoff_s, self._max_backoff_s)
         self._certs[name] = _CertSchedule(backoff=backoff, next_regular=first)
 
@@ -198,15 +201,18 @@ class Scheduler:
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def record_success(self, name: str, now: float) -> None:
-        """The check passed (installed or already current): reset backoff, next regular check."""
+    def record_success(self, name: str, now: float, next_in_s: Optional[float] = None) -> None:
+        """The check passed (installed or already current): reset backoff, next regular check
+        after the jittered interval, or after ``next_in_s`` (already jittered, e.g. from
+        ``cadence.next_check(...).jittered(rng)``)."""
         cert = self._certs.get(name)
         if cert is None:
             return
         cert.running = False
         cert.backoff.reset()
         cert.backoff_until = None
-        cert.next_regular = now + self._regular_gap()
+        gap = self._regular_gap() if next_in_s is None else max(0.0, next_in_s)
+        cert.next_regular = now + gap
 
     def record_failure(self, name: str, now: float) -> float:
         """The check failed: back off with jitter. Returns the delay in seconds."""

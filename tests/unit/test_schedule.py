@@ -247,3 +247,16 @@ def test_set_interval_shorter_pulls_far_checks_in_longer_waits() -> None:
 def test_scheduler_rejects_bad_settings(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match=message):
         make(**kwargs)
+
+
+def test_the_adaptive_poll_sets_the_first_and_next_checks() -> None:
+    s = make(initial_splay_s=30.0, interval_s=300.0)
+    s.add("www", now=0.0, first_in_s=120.0)
+    assert snap(s, "www").next_check == 120.0
+    assert s.due(119.0) == [] and s.due(120.0) == ["www"]
+    s.record_success("www", 120.0, next_in_s=21600.0)
+    assert snap(s, "www").next_check == 120.0 + 21600.0
+    s.trigger("www", 200.0, 0.0)  # a doorbell still gets through at once
+    assert s.due(200.0) == ["www"]
+    s.record_success("www", 201.0)  # without next_in_s: the jittered interval again
+    assert 201.0 + 150.0 <= snap(s, "www").next_check <= 201.0 + 450.0
