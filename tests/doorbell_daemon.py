@@ -1,5 +1,5 @@
 """`certpull run` with the doorbell's control socket served, composed as the daemon will wire it
-(until loop.py / wiring.py do it themselves): the real AgentLoop and Agent, a ControlServer whose
+(until daemon.py / wiring.py do it themselves): the real AgentLoop and Agent, a ControlServer whose
 trigger is the loop's Mailbox and whose results come from each pass.
 
     python -m tests.doorbell_daemon CONFIG SOCKET [SPLAY_MAX_S]
@@ -14,14 +14,18 @@ import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from certpull.config import Config, load_config
+from certpull.agent import Agent
+from certpull.config import Config
+from certpull.config_files import load
 from certpull.control import FAILED, CheckResult, ControlServer, PassResults, config_resolver
-from certpull.daemon import Agent, PassReport, build_agent
+from certpull.daemon import AgentLoop
 from certpull.instance_id import default_readers, first_of
 from certpull.logs import setup_logging
-from certpull.loop import AgentLoop, Mailbox
 from certpull.notify import Notifier
+from certpull.outcome import PassReport
 from certpull.splay import host_splay_s
+from certpull.triggers import Mailbox
+from certpull.wiring import build_agent, drift_watcher, event_queue
 
 
 class RecordingAgent:
@@ -54,15 +58,10 @@ class RecordingAgent:
             self._results.finished(pass_id, found)
 
 
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
-
-
 def main(argv: Sequence[str]) -> int:
     config_path, socket_path = argv[0], argv[1]
     splay_max_s = float(argv[2]) if len(argv) > 2 else 0.0
-    config = load_config(config_path, _read_text)
+    config = load(config_path)
     setup_logging(config.agent.log_level.upper())
     results = PassResults()
     mailbox = Mailbox()
@@ -73,8 +72,10 @@ def main(argv: Sequence[str]) -> int:
     loop = AgentLoop(
         config,
         make_agent=make_agent,
-        load=lambda path: load_config(path, _read_text),
+        load=load,
         notifier=Notifier(),
+        make_event_queue=event_queue,
+        make_drift_watcher=drift_watcher,
         mailbox=mailbox,
     )
     host_id = first_of(default_readers(os.environ)) or ""
