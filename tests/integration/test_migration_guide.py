@@ -2,7 +2,7 @@
 
 The guide marks its runnable blocks with ``<!-- migration-test: NAME -->``: ``variables`` (the
 test supplies its own value for every variable named there), ``file NAME`` (written to that file),
-and command blocks, run in order by bash (``set -euo pipefail``) with the real AWS CLI from PyPI
+``host-config`` (a host's certpull.conf, exercised by test_migration_host.py), and command blocks, run in order by bash (``set -euo pipefail``) with the real AWS CLI from PyPI
 and ``AWS_ENDPOINT_URL`` at moto's server. Shell variables a block sets carry over to the next.
 
 The account is prepared the way the sample leaves one: a secret filled by the sample's rotation
@@ -264,6 +264,10 @@ def test_the_guides_aws_commands_migrate_a_sample_account(
         if name == "variables":
             guide.variables(body)
             continue
+        if (
+            name == "host-config"
+        ):  # a host's certpull.conf: tests/integration/test_migration_host.py
+            continue
         if name.startswith("file "):
             (tmp_path / name.split(" ", 1)[1]).write_text(body)
             continue
@@ -310,6 +314,7 @@ def test_the_guides_aws_commands_migrate_a_sample_account(
     assert ran == [
         "variables",
         "retire",
+        "host-config",
         "file install-certpull.json",
         "fleet",
         "deploy",

@@ -499,3 +499,28 @@ def test_owner_resource_policy_grants_read_only() -> None:
         "secretsmanager:DescribeSecret",
         "secretsmanager:GetSecretValue",
     ]
+
+
+def test_rotation_function_takes_over_only_the_named_secrets() -> None:
+    """AdoptSecretArns (docs/migration.md): the sample's secrets, their keys through Secrets
+    Manager only, and the sample's template, each granted only when asked for."""
+    resources = template("rotation.yaml")["Resources"]
+    statements = resources["RotationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    conditional = {
+        s["Fn::If"][1]["Sid"]: (s["Fn::If"][0], s["Fn::If"][1])
+        for s in statements["Statement"]
+        if "Fn::If" in s
+    }
+    condition, rotate = conditional["RotateTheAdoptedSecrets"]
+    assert condition == "AdoptsSecrets"
+    assert rotate["Resource"] == {"Ref": "AdoptSecretArns"}
+    assert "secretsmanager:PutSecretValue" in rotate["Action"]
+    condition, keys = conditional["AdoptedSecretsKeysThroughSecretsManager"]
+    assert condition == "AdoptsKmsKeys"
+    assert keys["Resource"] == {"Ref": "AdoptSecretKmsKeyArns"}
+    assert "secretsmanager." in str(keys["Condition"]["StringEquals"]["kms:ViaService"])
+    _, issue = conditional["IssueFromTheCaWithTheTemplate"]
+    assert issue["Condition"]["StringEquals"]["acm-pca:TemplateArn"] == [
+        {"Ref": "TemplateArn"},
+        {"Fn::If": ["AdoptsPcaSecrets", {"Ref": "AdoptTemplateArn"}, {"Ref": "AWS::NoValue"}]},
+    ]
