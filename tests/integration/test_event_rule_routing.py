@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Set
 
 import pytest
@@ -19,11 +18,10 @@ import pytest
 from certpull.events import match_certs, parse_message
 from tests.aws_local import LocalAws
 from tests.cfn import event_rules, resolve
-from tests.unit.test_event_rule import SAMPLES, Kind, forwarded_kinds
+from tests.event_kinds import EVENTS, SAMPLES, Kind, forwarded_kinds
 
 pytestmark = pytest.mark.integration
 
-EVENTS = Path(__file__).resolve().parent.parent / "testdata" / "events"
 SAMPLE_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:www-tls-AbCdEf"
 
 
