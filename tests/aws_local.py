@@ -19,6 +19,7 @@ Usable from pytest fixtures and from a plain script::
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import logging
@@ -31,6 +32,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+
+# moto 5.1 is the last for Python 3.9; a few tests need what only 5.2 emulates (named there).
+MOTO_VERSION = tuple(int(part) for part in importlib.metadata.version("moto").split(".")[:2])
 
 DEFAULT_REGION = "us-east-1"
 ROOT_CA_TEMPLATE_ARN = "arn:aws:acm-pca:::template/RootCACertificate/V1"
