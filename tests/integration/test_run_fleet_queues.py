@@ -9,6 +9,7 @@ an hour, so whatever is installed within the test was installed because of the e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -136,12 +137,21 @@ def two_hosts(
     return first, second
 
 
-def running(sites: Tuple[Site, Site]) -> List[Daemon]:
-    daemons = [Daemon(site) for site in sites]
-    for daemon in daemons:
-        daemon.wait_ready()
-        daemon.wait_first_pass()
-    return daemons
+@contextlib.contextmanager
+def running(sites: Tuple[Site, Site]) -> Iterator[List[Daemon]]:
+    """`certpull run` on each host, ready and past its first pass; stopped on the way out whatever
+    happened in between, and each must then exit 0."""
+    daemons: List[Daemon] = []
+    try:
+        for site in sites:
+            daemons.append(Daemon(site))
+        for daemon in daemons:
+            daemon.wait_ready()
+            daemon.wait_first_pass()
+        yield daemons
+    finally:
+        codes = [daemon.stop() for daemon in daemons]
+    assert codes == [0] * len(sites)
 
 
 def picked_up(daemon: Daemon) -> bool:
@@ -157,8 +167,7 @@ def test_one_queue_per_host_every_host_installs_the_rotation(
     topic: FleetTopic,
 ) -> None:
     sites = two_hosts(tmp_path, local_aws, aws_proxy, apache, pki, (topic.queue(), topic.queue()))
-    daemons = running(sites)
-    try:
+    with running(sites) as daemons:
         leaf_b = pki.leaf(slot=11)
         version = sites[0].put(leaf_b)
         topic.publish(label_updated(sites[0].secret_arn, version))
@@ -168,9 +177,6 @@ def test_one_queue_per_host_every_host_installs_the_rotation(
             )
             assert picked_up(daemon)
         daemons[0].wait_for("both queues emptied", lambda: topic.depth() == 0)
-    finally:
-        codes = [daemon.stop() for daemon in daemons]
-    assert codes == [0, 0]
 
 
 def test_a_shared_queue_reaches_only_one_host(
@@ -186,8 +192,7 @@ def test_a_shared_queue_reaches_only_one_host(
     shared = topic.queue()
     sites = two_hosts(tmp_path, local_aws, aws_proxy, apache, pki, (shared, shared))
     old_der = sites[0].served_der()
-    daemons = running(sites)
-    try:
+    with running(sites) as daemons:
         leaf_b = pki.leaf(slot=12)
         version = sites[0].put(leaf_b)
         topic.publish(label_updated(sites[0].secret_arn, version))
@@ -200,8 +205,5 @@ def test_a_shared_queue_reaches_only_one_host(
         time.sleep(QUIET_S)
         served = [site.served_der() for site in sites]
         told = [picked_up(daemon) for daemon in daemons]
-    finally:
-        codes = [daemon.stop() for daemon in daemons]
     assert sorted(served) == sorted([leaf_b.der, old_der])  # one new, one still the old leaf
     assert sorted(told) == [False, True]
-    assert codes == [0, 0]
