@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import FrozenSet, Iterator, List, Optional, Sequence
+from typing import FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 from certpull.httpd import VerifyTarget, fetch_served_leaf
 from tests.pki import Issued, Pki
@@ -110,13 +110,24 @@ class ApacheInstance:
         os.chmod(self.docroot, 0o755)  # noqa: S103 - a public test document root
         write_file(self.docroot / "index.html", "<h1>certpull test</h1>\n")
         self._started_pids: List[int] = []
+        self.ssl_files: Tuple[str, str, Optional[str]] = (
+            f"{self.cert_dir}/cert.pem",
+            f"{self.cert_dir}/privkey.pem",
+            f"{self.cert_dir}/chain.pem",
+        )
         self.write_config()
 
     # -- configuration and files ------------------------------------------------------------
 
+    def use_files(self, cert: Path, key: Path, chain: Optional[Path] = None) -> None:
+        """Read the certificate, key (and chain, if any) from these paths instead of the live dir,
+        as an unmodified ssl.conf does (``localhost.crt``, ``localhost.key``, no chain file)."""
+        self.ssl_files = (str(cert), str(key), None if chain is None else str(chain))
+        self.write_config()
+
     def write_config(self, extra_lines: Sequence[str] = ()) -> None:
         """(Re)write the config; ``extra_lines`` go inside the virtual host (e.g. a broken line)."""
-        live = self.cert_dir
+        cert_file, key_file, chain_file = self.ssl_files
         lines = [
             f'ServerRoot "{self.layout.server_root}"',
             "ServerName 127.0.0.1",
@@ -136,9 +147,9 @@ class ApacheInstance:
             "    Require all granted",
             "  </Directory>",
             "  SSLEngine on",
-            f"  SSLCertificateFile {live}/cert.pem",
-            f"  SSLCertificateKeyFile {live}/privkey.pem",
-            f"  SSLCertificateChainFile {live}/chain.pem",
+            f"  SSLCertificateFile {cert_file}",
+            f"  SSLCertificateKeyFile {key_file}",
+            *([f"  SSLCertificateChainFile {chain_file}"] if chain_file else []),
             *(f"  {line}" for line in extra_lines),
             "</VirtualHost>",
             "",

@@ -19,6 +19,7 @@ Usable from pytest fixtures and from a plain script::
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import logging
@@ -26,11 +27,14 @@ import urllib.request
 import uuid
 import zipfile
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+
+# moto 5.1 is the last for Python 3.9; a few tests need what only 5.2 emulates (named there).
+MOTO_VERSION = tuple(int(part) for part in importlib.metadata.version("moto").split(".")[:2])
 
 DEFAULT_REGION = "us-east-1"
 ROOT_CA_TEMPLATE_ARN = "arn:aws:acm-pca:::template/RootCACertificate/V1"
@@ -47,6 +51,7 @@ class LocalAws:
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per call
         self._endpoint_url: Optional[str] = None
         self._noop_function_arns: Dict[str, str] = {}
+        self._helper_clients: Dict[Tuple[str, str], Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class LocalAws:
         moto signs with an RSA-2048 key and SHA-512 whatever ``key_algorithm`` says; the value is
         still what DescribeCertificateAuthority reports, which is what the rotation function reads.
         """
-        pca = self.client("acm-pca", region)
+        pca = self._helper_client("acm-pca", region)
         arn: str = pca.create_certificate_authority(  # (1)
             CertificateAuthorityConfiguration={
                 "KeyAlgorithm": key_algorithm,
@@ -148,7 +153,7 @@ class LocalAws:
         self, name: str, secret_dict: Mapping[str, object], region: str = DEFAULT_REGION
     ) -> str:
         """Create secret ``name`` holding ``secret_dict`` as JSON, or add a new AWSCURRENT version."""
-        sm = self.client("secretsmanager", region)
+        sm = self._helper_client("secretsmanager", region)
         body = json.dumps(dict(secret_dict))
         try:
             arn: str = sm.create_secret(Name=name, SecretString=body)["ARN"]
@@ -165,7 +170,7 @@ class LocalAws:
         rotation is enabled. The test then calls the rotation steps with this token.
         """
         token = token or str(uuid.uuid4())
-        self.client("secretsmanager", region).rotate_secret(
+        self._helper_client("secretsmanager", region).rotate_secret(
             SecretId=secret_id,
             ClientRequestToken=token,
             RotationLambdaARN=self._noop_function_arn(region),
@@ -175,10 +180,19 @@ class LocalAws:
 
     def version_stages(self, secret_id: str, region: str = DEFAULT_REGION) -> Dict[str, List[str]]:
         """VersionIdsToStages of the secret: which version carries AWSCURRENT, AWSPENDING, ..."""
-        described = self.client("secretsmanager", region).describe_secret(SecretId=secret_id)
+        described = self._helper_client("secretsmanager", region).describe_secret(
+            SecretId=secret_id
+        )
         return dict(described.get("VersionIdsToStages", {}))
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _helper_client(self, service: str, region: str) -> Any:
+        """The helpers' own clients, built once (a boto3 client costs about half a second to make);
+        tests get fresh ones from ``client`` so that hooks they register stay theirs."""
+        if (service, region) not in self._helper_clients:
+            self._helper_clients[(service, region)] = self.client(service, region)
+        return self._helper_clients[(service, region)]
 
     def _noop_function_arn(self, region: str) -> str:
         if region not in self._noop_function_arns:

@@ -6,9 +6,13 @@ Accepted shapes (``source: aws.secretsmanager``):
 
 * ``Secret Label Updated`` (native Secrets Manager event): ``detail.name`` (friendly name),
   ``detail.labelUpdated``, ``detail.versionId``; the secret ARN is in ``resources``.
-* ``AWS API Call via CloudTrail`` for ``PutSecretValue``, ``UpdateSecretVersionStage`` and
-  ``RotateSecret``: ``detail.requestParameters.secretId`` (name, full or partial ARN, as the
-  caller wrote it) and ``detail.responseElements.arn`` (``aRN`` before February 2024).
+* ``AWS API Call via CloudTrail`` for ``PutSecretValue``, ``UpdateSecret``,
+  ``UpdateSecretVersionStage``, ``RestoreSecret`` and ``RotateSecret``:
+  ``detail.requestParameters.secretId`` (name, full or partial ARN, as the caller wrote it) and
+  ``detail.responseElements.arn`` (``aRN`` before February 2024). ``UpdateSecret`` moved
+  AWSCURRENT when its response has a ``versionId`` (a new value); without one it may have changed
+  only metadata, so it is checked anyway. ``RestoreSecret`` moves no label, but a secret that was
+  scheduled for deletion could not be read: it is checked at once.
 * ``AWS Service Event via CloudTrail`` ``RotationSucceeded``: the ARN is in
   ``detail.additionalEventData.SecretId`` (``serviceEventDetails`` and ``resources`` are read too).
 
@@ -32,12 +36,21 @@ SERVICE_EVENT = "AWS Service Event via CloudTrail"
 
 # CloudTrail event names, not credentials (S105 keys on "SECRET" in the name)
 PUT_SECRET_VALUE = "PutSecretValue"  # noqa: S105
+UPDATE_SECRET = "UpdateSecret"  # noqa: S105
 UPDATE_SECRET_VERSION_STAGE = "UpdateSecretVersionStage"  # noqa: S105
+RESTORE_SECRET = "RestoreSecret"  # noqa: S105
 ROTATE_SECRET = "RotateSecret"  # noqa: S105
 ROTATION_SUCCEEDED = "RotationSucceeded"
 
-_API_CALLS = (PUT_SECRET_VALUE, UPDATE_SECRET_VERSION_STAGE, ROTATE_SECRET)
-_SERVICE_EVENTS = (ROTATION_SUCCEEDED,)
+API_CALLS = (
+    PUT_SECRET_VALUE,
+    UPDATE_SECRET,
+    UPDATE_SECRET_VERSION_STAGE,
+    RESTORE_SECRET,
+    ROTATE_SECRET,
+)
+SERVICE_EVENTS = (ROTATION_SUCCEEDED,)
+DETAIL_TYPES = (LABEL_UPDATED, API_CALL, SERVICE_EVENT)
 _CURRENT = "AWSCURRENT"
 
 # Secrets Manager appends "-" and six random characters to a secret's name to form its ARN.
@@ -125,7 +138,7 @@ def _cloudtrail(
     name = detail.get("eventName")
     if detail.get("eventSource") not in (None, "secretsmanager.amazonaws.com"):
         return None
-    if name not in _API_CALLS + _SERVICE_EVENTS:
+    if name not in API_CALLS + SERVICE_EVENTS:
         return None
     if detail.get("errorCode"):  # the call failed: nothing changed
         return None
@@ -154,6 +167,8 @@ def _cloudtrail(
         stages = response.get("versionStages") or request.get("versionStages")
         # Without VersionStages, PutSecretValue moves AWSCURRENT to the new version.
         moved = True if stages is None else _CURRENT in _str_list(stages)
+    elif name == UPDATE_SECRET and version_id is not None:
+        moved = True  # a new value: Secrets Manager moved AWSCURRENT to it
     elif name == UPDATE_SECRET_VERSION_STAGE:
         stage = _str(request.get("versionStage"))
         target = _str(request.get("moveToVersionId"))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-import yaml  # type: ignore[import-untyped]
 
 import certpull
+from tests.cfn import template
 
 pytestmark = pytest.mark.integration
 
@@ -377,27 +377,6 @@ def cfn_lint() -> str:
     return found
 
 
-def _construct_tag(loader: Any, suffix: str, node: Any) -> Dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-# A YAML loader that keeps CloudFormation's short-form tags (!Ref x -> {"Ref": x}).
-CfnLoader: Any = type("CfnLoader", (yaml.SafeLoader,), {})
-CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def template(name: str) -> Dict[str, Any]:
-    loaded: Dict[str, Any] = yaml.load((TEMPLATES / name).read_text(), Loader=CfnLoader)  # noqa: S506
-    return loaded
-
-
 def role_statements(resources: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return {
         s["Sid"]: s
@@ -468,12 +447,31 @@ def test_host_queue_accepts_only_the_fleet_topic() -> None:
     assert resources["EventsSubscription"]["Properties"]["RawMessageDelivery"] is True
 
 
-def test_owner_rule_fans_out_to_one_topic() -> None:
+def test_owner_rules_fan_out_to_one_topic() -> None:
     resources = template("secret-owner.yaml")["Resources"]
-    rule = resources["ChangeRule"]["Properties"]
-    assert rule["EventPattern"]["source"] == ["aws.secretsmanager"]
-    assert "UpdateSecretVersionStage" in rule["EventPattern"]["detail"]["eventName"]
-    assert rule["Targets"] == [{"Id": "fleet-topic", "Arn": {"Ref": "Topic"}}]
+    label = resources["LabelRule"]["Properties"]
+    assert label["EventPattern"]["detail-type"] == ["Secret Label Updated"]
+    assert "Condition" not in resources["LabelRule"]  # the first choice is always there
+    cloudtrail = resources["CloudTrailRule"]
+    assert cloudtrail["Condition"] == "ForwardCloudTrail"
+    assert (
+        "UpdateSecretVersionStage"
+        in cloudtrail["Properties"]["EventPattern"]["detail"]["eventName"]
+    )
+    for rule in (label, cloudtrail["Properties"]):
+        assert rule["EventPattern"]["source"] == ["aws.secretsmanager"]
+        assert rule["Targets"] == [{"Id": "fleet-topic", "Arn": {"Ref": "Topic"}}]
+    publish = resources["TopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert publish["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Fn::GetAtt": "LabelRule.Arn"},
+        {
+            "Fn::If": [
+                "ForwardCloudTrail",
+                {"Fn::GetAtt": "CloudTrailRule.Arn"},
+                {"Ref": "AWS::NoValue"},
+            ]
+        },
+    ]
     topics = [
         r for r in resources.values() if isinstance(r, dict) and r["Type"] == "AWS::SNS::Topic"
     ]
@@ -500,4 +498,29 @@ def test_owner_resource_policy_grants_read_only() -> None:
     assert sorted(statement["Action"]) == [
         "secretsmanager:DescribeSecret",
         "secretsmanager:GetSecretValue",
+    ]
+
+
+def test_rotation_function_takes_over_only_the_named_secrets() -> None:
+    """AdoptSecretArns (docs/migration.md): the sample's secrets, their keys through Secrets
+    Manager only, and the sample's template, each granted only when asked for."""
+    resources = template("rotation.yaml")["Resources"]
+    statements = resources["RotationRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    conditional = {
+        s["Fn::If"][1]["Sid"]: (s["Fn::If"][0], s["Fn::If"][1])
+        for s in statements["Statement"]
+        if "Fn::If" in s
+    }
+    condition, rotate = conditional["RotateTheAdoptedSecrets"]
+    assert condition == "AdoptsSecrets"
+    assert rotate["Resource"] == {"Ref": "AdoptSecretArns"}
+    assert "secretsmanager:PutSecretValue" in rotate["Action"]
+    condition, keys = conditional["AdoptedSecretsKeysThroughSecretsManager"]
+    assert condition == "AdoptsKmsKeys"
+    assert keys["Resource"] == {"Ref": "AdoptSecretKmsKeyArns"}
+    assert "secretsmanager." in str(keys["Condition"]["StringEquals"]["kms:ViaService"])
+    _, issue = conditional["IssueFromTheCaWithTheTemplate"]
+    assert issue["Condition"]["StringEquals"]["acm-pca:TemplateArn"] == [
+        {"Ref": "TemplateArn"},
+        {"Fn::If": ["AdoptsPcaSecrets", {"Ref": "AdoptTemplateArn"}, {"Ref": "AWS::NoValue"}]},
     ]

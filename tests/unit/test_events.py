@@ -54,6 +54,15 @@ def sample(name: str) -> str:
             "c3d4e5f6-7890-12ab-cdef-EXAMPLE33333",
         ),
         ("cloudtrail_rotation_succeeded.json", events.ROTATION_SUCCEEDED, None, None),
+        (  # a new value: AWSCURRENT moved to the version in the response
+            "cloudtrail_update_secret.json",
+            events.UPDATE_SECRET,
+            True,
+            "d4e5f6a7-8901-23ab-cdef-EXAMPLE44444",
+        ),
+        ("cloudtrail_update_secret_description.json", events.UPDATE_SECRET, None, None),
+        ("cloudtrail_restore_secret.json", events.RESTORE_SECRET, None, None),
+        ("cloudtrail_restore_secret_legacy_aRN.json", events.RESTORE_SECRET, None, None),
         (
             "sns_envelope_label_updated.json",
             events.LABEL_UPDATED,

@@ -1,10 +1,18 @@
 """Pure: the rotation settings stored in the secret's own JSON -> frozen, checked dataclasses.
 
-Secrets written for the original AWS sample function keep working: the same keys, the same values
-(``KEY_ALGORITHM`` ``TYPE_RSA``/``TYPE_EC`` and the older ``RSA``/``EC``, ``SIGNING_ALGORITHM`` as
-an ACM PCA name such as ``SHA256WITHRSA`` or as a bare hash such as ``sha256``). What ACM Private
-CA would refuse, or what would make a certificate Apache cannot serve, is rejected here, before
-anything is issued, with a ``ConfigError`` naming the key.
+Secrets written for the original AWS sample function (``sm_rotate_secrets.py``) keep working: the
+same keys with the same meaning. ``KEY_ALGORITHM`` is ``TYPE_RSA``/``TYPE_EC`` (or the older
+``RSA``/``EC``); ``SIGNING_ALGORITHM`` is the family of the CA's signature, ``RSA`` or ``ECDSA``, with
+the hash in ``SIGNING_HASH`` (the blog's table), or a full ACM PCA name such as ``SHA256WITHRSA``, or
+a bare hash such as ``sha256`` (the sample's first revision). For ``TYPE_EC``, ``EC_CURVE`` names the
+curve as the sample reads it (``SECP384R1``) and then ``KEY_SIZE``, which the sample required but
+ignored for EC keys, is ignored too. What ACM Private CA would refuse, or what would make a
+certificate Apache cannot serve, is rejected here, before anything is issued, with a
+``ConfigError`` naming the key.
+
+The leaf's key type and the CA's signature family are independent: an EC leaf key signed by an RSA
+CA is ``TYPE_EC`` with ``SIGNING_ALGORITHM = RSA``. Only the family against the CA's own key is
+checked (``ca_signing_algorithm``), because ACM PCA signs with the CA's key.
 """
 
 from __future__ import annotations
@@ -42,8 +50,18 @@ MAX_VALIDITY_DAYS = 3650
 MAX_COMMON_NAME_CHARS = 64  # X.509 ub-common-name
 
 _KEY_ALGORITHMS = {"TYPE_RSA": "RSA", "RSA": "RSA", "TYPE_EC": "EC", "EC": "EC"}
-_UNSUPPORTED_KEY_ALGORITHMS = ("TYPE_DSA", "DSA", "TYPE_DH", "DH", "ED25519", "ED448")
+_UNSUPPORTED_KEY_ALGORITHMS = (  # the sample could generate these; ACM PCA refuses them in a CSR
+    "TYPE_DSA",
+    "DSA",
+    "TYPE_DH",
+    "DH",
+    "TYPE_ED25519",
+    "ED25519",
+    "TYPE_ED448",
+    "ED448",
+)
 _SIGNING_ALGORITHM = re.compile(r"^(SHA256|SHA384|SHA512)WITH(RSA|ECDSA)$")
+_SIGNING_FAMILIES = ("RSA", "ECDSA")  # the blog's SIGNING_ALGORITHM values
 _CA_ARN = re.compile(r"^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority/[\w-]+$")
 _TEMPLATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm-pca:::template/([A-Za-z0-9_]+)/V\d+$")
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -115,13 +133,13 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
             f"{kind!r} is not supported; use {ACM_ISSUED} or {ACM_PCA_ISSUED}",
             key="CERTIFICATE_TYPE",
         )
-    ca_hash, family = _signing_algorithm(doc)
+    ca_hash, family, csr_hash = _signing(doc)
     return PcaSettings(
         ca_arn=ca_arn,
         common_name=common_name,
         template_arn=_template_arn(doc),
         key=_key_spec(doc),
-        csr_hash=_hash(doc, "SIGNING_HASH", default=ca_hash),
+        csr_hash=csr_hash,
         ca_hash=ca_hash,
         ca_signature_family=family,
         subject_alternative_names=sans,
@@ -262,12 +280,12 @@ def _key_spec(doc: Mapping[str, Any]) -> KeySpec:
         )
         raise ConfigError(f"{raw} {why}; use TYPE_RSA or TYPE_EC", key="KEY_ALGORITHM")
     size_value = _optional(doc, "KEY_SIZE")
-    size = None if size_value is None else _integer(size_value, "KEY_SIZE")
     if algorithm == "RSA":
-        if size is None:
+        if size_value is None:
             raise ConfigError(
                 "is missing from the secret's JSON (TYPE_RSA needs it)", key="KEY_SIZE"
             )
+        size = _integer(size_value, "KEY_SIZE")
         if size not in RSA_SIZES:
             raise ConfigError(
                 f"{size} is not supported for TYPE_RSA; use one of "
@@ -276,27 +294,25 @@ def _key_spec(doc: Mapping[str, Any]) -> KeySpec:
             )
         return KeySpec("RSA", rsa_bits=size)
     curve_value = _optional(doc, "EC_CURVE")
-    curve = None
-    if curve_value is not None:
+    if curve_value is not None:  # the curve, as the sample reads it; KEY_SIZE is then ignored
         if not isinstance(curve_value, str) or curve_value.strip().lower() not in EC_CURVES:
             raise ConfigError(
-                f"{curve_value!r} is not supported by ACM Private CA; use P-256, P-384 or P-521",
+                f"{curve_value!r} is not supported by ACM Private CA; use SECP256R1, SECP384R1 "
+                "or SECP521R1 (P-256, P-384, P-521)",
                 key="EC_CURVE",
             )
         curve = EC_CURVES[curve_value.strip().lower()]
-    if size is not None:
+    elif size_value is not None:  # no EC_CURVE: KEY_SIZE picks the curve
+        size = _integer(size_value, "KEY_SIZE")
         by_size = {bits: name for name, bits in EC_CURVE_BITS.items()}.get(size)
         if by_size is None:
             raise ConfigError(
-                f"{size} is not supported for TYPE_EC; use 256, 384 or 521", key="KEY_SIZE"
-            )
-        if curve is not None and curve != by_size:
-            raise ConfigError(
-                f"{size} does not match EC_CURVE {curve_value}; drop one of them", key="KEY_SIZE"
+                f"{size} is not supported for TYPE_EC; use 256, 384 or 521, or set EC_CURVE",
+                key="KEY_SIZE",
             )
         curve = by_size
-    if curve is None:
-        raise ConfigError("TYPE_EC needs KEY_SIZE (256, 384, 521) or EC_CURVE", key="KEY_SIZE")
+    else:
+        raise ConfigError("TYPE_EC needs EC_CURVE or KEY_SIZE (256, 384, 521)", key="KEY_SIZE")
     return KeySpec("EC", curve=curve)
 
 
@@ -312,19 +328,37 @@ def _hash(doc: Mapping[str, Any], key: str, default: str) -> str:
     return default if value is None else _hash_name(value, key)
 
 
-def _signing_algorithm(doc: Mapping[str, Any]) -> Tuple[str, Optional[str]]:
-    """(hash, family or None). ``SHA256WITHRSA`` names both; the original's ``sha256`` only the hash."""
+def _signing(doc: Mapping[str, Any]) -> Tuple[str, Optional[str], str]:
+    """(CA hash, CA family or None, CSR hash) from SIGNING_ALGORITHM and SIGNING_HASH.
+
+    ``RSA`` / ``ECDSA`` (the blog's table) name only the family: the hash is SIGNING_HASH, for the
+    CSR and the CA alike, as the sample does. ``SHA256WITHRSA`` names both; the first revision's
+    ``sha256`` only the hash (the family then follows the CA's key).
+    """
     raw = _text(doc, "SIGNING_ALGORITHM")
+    if raw.upper() in _SIGNING_FAMILIES:
+        value = _optional(doc, "SIGNING_HASH")
+        if value is None:
+            raise ConfigError(
+                f"is missing from the secret's JSON (SIGNING_ALGORITHM {raw} needs it: "
+                "sha256, sha384 or sha512)",
+                key="SIGNING_HASH",
+            )
+        hash_name = _hash_name(value, "SIGNING_HASH")
+        return hash_name, raw.upper(), hash_name
     match = _SIGNING_ALGORITHM.match(raw.upper())
     if match:
-        return match.group(1), match.group(2)
-    if raw.upper().replace("-", "") in HASHES:
-        return _hash_name(raw, "SIGNING_ALGORITHM"), None
-    raise ConfigError(
-        f"{raw} is not supported; use SHA256WITHRSA, SHA384WITHRSA, SHA512WITHRSA, "
-        "SHA256WITHECDSA, SHA384WITHECDSA or SHA512WITHECDSA",
-        key="SIGNING_ALGORITHM",
-    )
+        ca_hash, family = match.group(1), match.group(2)
+    elif raw.upper().replace("-", "") in HASHES:
+        ca_hash, family = _hash_name(raw, "SIGNING_ALGORITHM"), None
+    else:
+        raise ConfigError(
+            f"{raw} is not supported; use RSA or ECDSA (with SIGNING_HASH), or one of "
+            "SHA256WITHRSA, SHA384WITHRSA, SHA512WITHRSA, SHA256WITHECDSA, SHA384WITHECDSA, "
+            "SHA512WITHECDSA",
+            key="SIGNING_ALGORITHM",
+        )
+    return ca_hash, family, _hash(doc, "SIGNING_HASH", default=ca_hash)
 
 
 def _template_arn(doc: Mapping[str, Any]) -> str:
