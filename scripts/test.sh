@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 step() { printf '\n== %s\n' "$*"; }
+# pytest's temporary root, per checkout: two checkouts testing at once must not delete each other's
+tmp_root=/tmp/certpull-pytest-$(pwd -P | sha256sum | cut -c1-10)
 
 step "ruff"
 .venv/bin/ruff check .
@@ -19,14 +21,14 @@ step "vermin (Python 3.9)"
 py39_pid=""
 py39_log=$(mktemp /tmp/certpull-py39-XXXXXX.log)
 if [ -x .venv39/bin/python ] && [ "${CERTPULL_SKIP_PY39:-}" != 1 ]; then
-  .venv39/bin/python -m pytest -q -p no:cacheprovider --basetemp=/tmp/certpull-pytest-py39 "$@" \
+  .venv39/bin/python -m pytest -q -p no:cacheprovider --basetemp="$tmp_root-py39" "$@" \
     >"$py39_log" 2>&1 &
   py39_pid=$!
 fi
 
 step "pytest ($("$PY" --version))"
 status=0
-"$PY" -m pytest -q --basetemp=/tmp/certpull-pytest-main "$@" || status=$?
+"$PY" -m pytest -q --basetemp="$tmp_root-main" "$@" || status=$?
 
 if [ -n "$py39_pid" ]; then
   step "pytest ($(.venv39/bin/python --version)), run alongside"

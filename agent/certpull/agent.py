@@ -106,8 +106,13 @@ class Agent:
         return report
 
     def recover(self, certs: Optional[Sequence[CertConfig]] = None) -> List[str]:
-        """At start: clean half-staged versions, restore links, make compat links. No AWS call."""
+        """At start: clean half-staged versions, restore links, make compat links. No AWS call.
+
+        Compat links made here (a host configured before its first start, or links someone
+        removed) only reach httpd through a reload: one config test and reload for all of them.
+        """
         problems = []
+        relinked = []
         for cert in self.config.certs if certs is None else certs:
             try:
                 live = self.live_dir_for(cert)
@@ -119,12 +124,18 @@ class Agent:
                         ", ".join(removed),
                         extra=cert_fields(cert.name),
                     )
-                if live.current() is not None:
-                    self._compat_links(cert, live)
+                if live.current() is not None and self.compat_for(cert).apply():
+                    relinked.append(cert.name)
             except StoreError as exc:
                 problems.append(
                     f"{cert.name}: cannot recover {self.config.live_path(cert.name)}: {exc}"
                 )
+        if relinked:
+            try:
+                self.installer.reload_checked()
+                log.info("compat links of %s made; httpd reloaded", ", ".join(relinked))
+            except ReloadError as exc:
+                problems.append(f"compat links of {', '.join(relinked)} made, but {exc}")
         return problems
 
     def drifted(self, name: str) -> bool:
@@ -140,16 +151,18 @@ class Agent:
         live = self.live_dir_for(cert)
         with self.state_file.lock():
             problems = live.verify_links()
-            if not problems:
+            if problems:
+                log.warning(
+                    "%s: drift: %s; restoring", name, "; ".join(problems), extra=cert_fields(name)
+                )
+                live.repair()
+                if live.verify_links():
+                    return False  # edited files: the check that republishes them counts the drift
+            relinked = live.current() is not None and self.compat_for(cert).apply()
+            if relinked:
+                log.warning("%s: drift: compat links restored", name, extra=cert_fields(name))
+            if not problems and not relinked:
                 return True
-            log.warning(
-                "%s: drift: %s; restoring", name, "; ".join(problems), extra=cert_fields(name)
-            )
-            live.repair()
-            if live.verify_links():
-                return False  # edited files: the check that republishes them counts the drift
-            if live.current() is not None:
-                self._compat_links(cert, live)
             state = self.state_file.load()
             cstate = state.cert(name)
             cstate.drift_count += 1
@@ -341,7 +354,7 @@ class Agent:
                 f"expires {bundle.leaf.not_after:%Y-%m-%d})",
                 value.version_id,
             )
-        return Candidate(cert, value.version_id, bundle, live)
+        return Candidate(cert, value.version_id, bundle, live, self.compat_for(cert))
 
     def _is_current(
         self, cert: CertConfig, cstate: CertState, live: LiveDir, version_id: str
@@ -380,7 +393,7 @@ class Agent:
                 f"{cert.name}: would reload httpd to finish installing version {version_id}",
                 version_id,
             )
-        return Candidate(cert, version_id, bundle, live, resume=True)
+        return Candidate(cert, version_id, bundle, live, self.compat_for(cert), resume=True)
 
     def _installed_not_after(self, live: LiveDir, cstate: CertState) -> Optional[datetime]:
         """Expiry of what the agent installed: its own record first, because a live cert.pem
@@ -439,9 +452,6 @@ class Agent:
                 )
             )
         return outcomes
-
-    def _compat_links(self, cert: CertConfig, live: LiveDir) -> None:
-        self.compat_for(cert).apply()
 
     def _installed_record(
         self, version_id: str, store_version: str, cert_pem: bytes, arn: Optional[str]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import Mapping, Optional
+from typing import AbstractSet, Mapping, Optional
 
 from certpull.errors import StoreError
 from certpull.fileops import (
@@ -35,27 +35,37 @@ class CompatLinks:
     """The compat links of one certificate: path -> file name in ``live_path``."""
 
     def __init__(
-        self, live_path: str, links: Mapping[str, str], fs: Optional[FileOps] = None
+        self,
+        live_path: str,
+        links: Mapping[str, str],
+        fs: Optional[FileOps] = None,
+        private: AbstractSet[str] = frozenset(),
     ) -> None:
+        """``private``: live file names that hold a key; their backups are made 0600 first."""
         for filename in links.values():
             validate_file_name(filename)
         self.live_path = os.path.abspath(live_path)
         self.links = {os.path.abspath(path): filename for path, filename in links.items()}
+        self.private = frozenset(private)
         self._fs = fs if fs is not None else FileOps()
 
     def __bool__(self) -> bool:
         return bool(self.links)
 
-    def apply(self) -> None:
-        """Make each path a symlink to ``<live_path>/<filename>``, atomically.
+    def apply(self) -> bool:
+        """Make each path a symlink to ``<live_path>/<filename>``, atomically; True if any changed.
 
         1. The path's directory must exist (it is the distribution's, not ours to create).
         2. Already a link to the live file: nothing to do.
         3. Create ``<path>.certpull-tmp`` -> the live file.
         4. A regular file at the path is kept once as ``<path>.certpull-orig`` (a hard link made
            before the swap, so the path never disappears); an existing backup is never replaced.
+           A key file found readable by others (the sample's Run Command document wrote them
+           0644) is made 0600 first, through a descriptor opened without following links, so
+           the backup does not keep the key readable.
         5. Rename the temporary link over the path; fsync the directory.
         """
+        changed = False
         for path, filename in self.links.items():
             parent = os.path.dirname(path)
             if not self._fs.isdir(parent):  # (1)
@@ -77,6 +87,8 @@ class CompatLinks:
                     and stat.S_ISREG(st.st_mode)
                     and lstat_or_none(self._fs, backup) is None
                 ):
+                    if filename in self.private and stat.S_IMODE(st.st_mode) & 0o077:
+                        self._restrict(path)
                     with io_errors("keep a backup of", path):
                         self._fs.link(path, backup)  # (4)
                 with io_errors("replace", path):
@@ -88,3 +100,14 @@ class CompatLinks:
                     log.warning("%s", exc)
                 raise
             fsync_dir(self._fs, parent)
+            changed = True
+        return changed
+
+    def _restrict(self, path: str) -> None:
+        with io_errors("restrict the mode of", path):
+            fd = self._fs.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                self._fs.fchmod(fd, 0o600)
+            finally:
+                self._fs.close(fd)
+        log.warning("%s was readable by other users; made it 0600 before keeping it", path)

@@ -254,6 +254,8 @@ class AgentLoop:
         old_arns = {cert.name: cert.secret_arn for cert in self.config.certs}
         self.config = new
         self.agent = self._make_agent(new)
+        for problem in self.agent.recover():  # new certificates' live dirs and compat links
+            log.warning("%s", problem)
         self.scheduler.sync_names(new.names, now)
         self.scheduler.set_interval(self._interval(new), now)
         self.pending &= set(new.names)

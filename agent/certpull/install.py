@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from certpull.bundle import CertBundle
+from certpull.compat import CompatLinks
 from certpull.config import CertConfig
 from certpull.errors import ReloadError, StoreError
 from certpull.httpd import VerifyTarget
@@ -30,6 +31,7 @@ class Candidate:
     version_id: str
     bundle: CertBundle
     live: LiveDir
+    compat: CompatLinks
     previous: Optional[str] = None
     store_version: str = ""
     problem: Optional[str] = None
@@ -47,20 +49,31 @@ class Installer:
         self.verify_timeout_s = verify_timeout_s
 
     def apply(self, candidates: List[Candidate]) -> None:
-        """Steps 5-8 for every candidate: activate, then one config test and one reload."""
+        """Steps 5-8 for every candidate: activate, then one config test and one reload.
+
+        Step 5 also makes the certificate's compat links (an unmodified ssl.conf's paths) point
+        into the live directory, before httpd is reloaded; if that fails, the new version is rolled
+        back, since httpd would not read it anyway.
+        """
         active: List[Candidate] = []
         for cand in candidates:  # (5)
             try:
                 if cand.resume:
                     cand.store_version, cand.previous = _active_and_previous(cand.live)
-                    active.append(cand)
-                    continue
-                result = cand.live.publish(cand.bundle.files(), label=cand.version_id)
-                cand.previous, cand.store_version = result.previous, result.version
-                if result.changed:
-                    active.append(cand)
+                else:
+                    result = cand.live.publish(cand.bundle.files(), label=cand.version_id)
+                    cand.previous, cand.store_version = result.previous, result.version
+                    if not result.changed:
+                        continue
             except StoreError as exc:
                 cand.problem = f"cannot install: {exc}"
+                continue
+            try:
+                cand.compat.apply()
+            except StoreError as exc:
+                self._roll_back([cand], f"cannot make its compat links: {exc}")
+                continue
+            active.append(cand)
         if active:
             self._reload_and_verify(active)  # (6)-(8)
 

@@ -118,7 +118,9 @@ def compat_factory(config: Config, fs: Optional[FileOps] = None) -> CompatFactor
     """Each certificate's compat links (none: a no-op)."""
 
     def make(cert: CertConfig) -> CompatLinks:
-        return CompatLinks(config.live_path(cert.name), dict(cert.compat_links), fs)
+        return CompatLinks(
+            config.live_path(cert.name), dict(cert.compat_links), fs, private={KEY_FILE}
+        )
 
     return make
 

@@ -27,7 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certpull.bundle import BundlePolicy, validate
+from certpull.bundle import validate
+from certpull.config import BundlePolicy
 from certpull.errors import ConfigError
 from certpull.rotation.issuers import AwsIssuers
 from certpull.rotation.steps import STEPS, Rotation

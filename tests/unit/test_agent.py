@@ -51,11 +51,14 @@ class FakeSource:
 
 
 class FakeHttpd:
-    """A Server that loads the live cert.pem of each certificate at every successful reload."""
+    """A Server that loads each certificate's file (its ssl.conf path: the live cert.pem unless
+    given) at every successful reload."""
 
-    def __init__(self, live_root: Path, names: Sequence[str]) -> None:
-        self.live_root = live_root
-        self.names = list(names)
+    def __init__(
+        self, live_root: Path, names: Sequence[str], paths: Optional[Dict[str, Path]] = None
+    ) -> None:
+        self.paths = {name: live_root / name / "cert.pem" for name in names}
+        self.paths.update(paths or {})
         self.calls: List[str] = []
         self.running = True
         self.fail_config_test = False
@@ -83,8 +86,7 @@ class FakeHttpd:
         self._load()
 
     def _load(self) -> None:
-        for name in self.names:
-            path = self.live_root / name / "cert.pem"
+        for name, path in self.paths.items():
             self.loaded[name] = first_cert_der(path.read_bytes()) if path.exists() else None
 
 

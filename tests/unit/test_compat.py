@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,20 @@ def test_refusals(tmp_path: Path, where: str, message: str) -> None:
 def test_rejects_bad_file_name(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="invalid file name"):
         CompatLinks(str(tmp_path / "www"), {str(tmp_path / "x"): "../x"})
+
+
+def test_a_key_readable_by_others_is_made_0600_before_it_is_kept(tmp_path: Path) -> None:
+    store = make(tmp_path / "live" / "www")
+    store.publish(bundle("a"), "a")
+    key = tmp_path / "localhost.key"
+    key.write_bytes(b"the sample's key, written 0644\n")
+    os.chmod(key, 0o644)
+    crt = tmp_path / "localhost.crt"
+    crt.write_bytes(b"a certificate\n")
+    os.chmod(crt, 0o644)
+    links = {str(key): KEY, str(crt): "cert.pem"}
+    CompatLinks(store.path, links, private={KEY}).apply()
+    kept_key = tmp_path / "localhost.key.certpull-orig"
+    assert kept_key.read_bytes() == b"the sample's key, written 0644\n"
+    assert stat.S_IMODE(kept_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "localhost.crt.certpull-orig").stat().st_mode) == 0o644

@@ -1,0 +1,110 @@
+"""Compat links in a pass: made by every install before httpd is reloaded, a failure reported and
+rolled back, made at start with one reload, restored on drift. httpd (a fake) reads the paths an
+unmodified ssl.conf names, so a link made too late shows as a verification failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple
+
+import pytest
+
+from certpull.agent import Agent
+from certpull.config import parse_config
+from certpull.outcome import Status
+from certpull.state import StateFile
+from certpull.wiring import compat_factory, live_dir_factory
+from tests.unit.test_agent import PKI, FakeHttpd, FakeServed, FakeSource, live_cert, put, statuses
+
+World = Tuple[Agent, FakeSource, FakeHttpd, Path]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    tls = tmp_path / "etc" / "pki" / "tls"
+    (tls / "certs").mkdir(parents=True)
+    (tls / "private").mkdir()
+    crt, key = tls / "certs" / "localhost.crt", tls / "private" / "localhost.key"
+    crt.write_bytes(PKI.leaf(slot=30).pem.encode())  # the distribution's self-signed stand-in
+    key.write_bytes(b"the distribution's key\n")
+    os.chmod(key, 0o600)
+    text = (
+        f"[agent]\nlive_dir = {tmp_path / 'live'}\nstate_dir = {tmp_path / 'state'}\n\n"
+        "[cert:a]\nsecret_arn = arn:aws:secretsmanager:us-east-1:111122223333:secret:a\n"
+        f"verify = 127.0.0.1:1001\ncert_file = {crt}\nkey_file = {key}\n"
+    )
+    config = parse_config(text, str(tmp_path / "c.conf"))
+    source, httpd = FakeSource(), FakeHttpd(tmp_path / "live", ["a"], {"a": crt})
+    agent = Agent(
+        config,
+        source=source,
+        httpd=httpd,
+        state_file=StateFile(str(tmp_path / "state")),
+        live_dir_for=live_dir_factory(config, None),
+        compat_for=compat_factory(config),
+        served_check=FakeServed(httpd, {1001: "a"}),
+    )
+    return agent, source, httpd, tmp_path
+
+
+def crt_path(tmp: Path) -> Path:
+    return tmp / "etc" / "pki" / "tls" / "certs" / "localhost.crt"
+
+
+def test_the_first_install_makes_the_compat_links_before_the_reload(world: World) -> None:
+    agent, source, httpd, tmp = world
+    leaf = PKI.leaf(slot=10)
+    put(source, "a", "a1", leaf)
+    assert statuses(agent.sync()) == {"a": Status.INSTALLED}
+    assert os.readlink(crt_path(tmp)) == str(tmp / "live" / "a" / "cert.pem")
+    assert httpd.calls == ["configtest", "graceful"]
+    assert crt_path(tmp).read_bytes() == leaf.pem.encode()
+
+
+def test_a_compat_link_that_cannot_be_made_fails_the_install_and_rolls_it_back(
+    world: World,
+) -> None:
+    agent, source, httpd, tmp = world
+    first = PKI.leaf(slot=10)
+    put(source, "a", "a1", first)
+    agent.sync()
+    httpd.calls.clear()
+    crt = crt_path(tmp)
+    crt.unlink()
+    crt.mkdir()  # someone put a directory where the link goes
+    put(source, "a", "a2", PKI.leaf(slot=11))
+    report = agent.sync()
+    assert statuses(report) == {"a": Status.FAILED}
+    assert "cannot make its compat links" in report.outcomes[0].message
+    assert "is a directory" in report.outcomes[0].message
+    assert live_cert(tmp, "a") == first.pem.encode()
+    assert httpd.calls == []  # nothing was reloaded
+
+
+def test_recovery_at_start_makes_missing_compat_links_and_reloads_once(world: World) -> None:
+    agent, source, httpd, tmp = world
+    leaf = PKI.leaf(slot=10)
+    put(source, "a", "a1", leaf)
+    agent.sync()
+    crt = crt_path(tmp)
+    crt.unlink()
+    crt.write_bytes(b"put back by a package update\n")
+    httpd.calls.clear()
+    assert agent.recover() == []
+    assert os.readlink(crt) == str(tmp / "live" / "a" / "cert.pem")
+    assert httpd.calls == ["configtest", "graceful"]
+    assert agent.recover() == [] and httpd.calls == ["configtest", "graceful"]  # once
+
+
+def test_drift_of_a_compat_link_alone_is_repaired_and_counted(world: World) -> None:
+    agent, source, _httpd, tmp = world
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    agent.sync()
+    crt = crt_path(tmp)
+    crt.unlink()
+    os.symlink("/etc/hostname", crt)
+    assert agent.repair("a") is True
+    assert os.readlink(crt) == str(tmp / "live" / "a" / "cert.pem")
+    state = StateFile(str(tmp / "state")).load()
+    assert state.certs["a"].drift_count == 1
