@@ -53,6 +53,8 @@ class Caller:
         if parts[2] == "sts" and resource.startswith("assumed-role/"):
             role = resource.split("/")[1]
             return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+        if parts[2] == "sts" and resource.startswith("user/"):  # moto names users so
+            return f"arn:{parts[1]}:iam::{parts[4]}:{resource}"
         return str(self.arn)
 
     @property
@@ -196,8 +198,11 @@ def queue_send_statement(queue_arn: str, source_arn: str) -> Dict[str, Any]:
     }
 
 
-def _document(statement: Mapping[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [dict(statement)]})
+def _policy_suffix(statement: Mapping[str, Any]) -> str:
+    """A name for the inline policy from the statement's first action ("kms-decrypt", ...)."""
+    action = statement.get("Action", "")
+    first = action[0] if isinstance(action, list) else str(action)
+    return first.replace(":", "-").lower() or "fix"
 
 
 # --- where each statement goes ---------------------------------------------------------------
@@ -212,8 +217,9 @@ def identity_fix(
         where=f"add this statement to the identity policy of {caller.describe()}",
         statement=statement,
         commands=(
-            f"aws iam {verb} {caller.name} --policy-name certpull "
-            f"--policy-document '{_document(statement)}'",
+            f"aws iam {verb} {caller.name} --policy-name certpull-{_policy_suffix(statement)} "
+            "--policy-document file://policy.json   "
+            '# policy.json: {"Version": "2012-10-17", "Statement": [the statement above]}',
         ),
         inferred_from=inferred_from,
     )
