@@ -265,14 +265,14 @@ class HostChecks:
             return passed(
                 id_,
                 title,
-                f"{target} serves {live}/{CERT_FILE} ({describe_cert(expected)})",
+                f"{target} serves {live}/{CERT_FILE}: {describe_cert(expected)}",
                 cert.name,
             )
         return failed(
             id_,
             title,
-            f"{target} serves {describe_cert(served)}, not {live}/{CERT_FILE} "
-            f"({describe_cert(expected)}): httpd reads its certificate from somewhere else",
+            f"{target} serves {describe_cert(served)}, but {live}/{CERT_FILE} holds "
+            f"{describe_cert(expected)}: httpd reads its certificate from somewhere else",
             cert.name,
             fixes=(self._vhost_fix(cert, target, live),),
         )
@@ -285,7 +285,7 @@ class HostChecks:
         return Fix(
             f"make {place} use the files certpull manages (then reload httpd), or set compat "
             f"links (cert_file, key_file, chain_file in [cert:{cert.name}]) to the paths it uses",
-            commands=(
+            lines=(
                 f"SSLCertificateFile      {live}/cert.pem",
                 f"SSLCertificateKeyFile   {live}/{KEY_FILE}",
                 f"SSLCertificateChainFile {live}/chain.pem",
@@ -474,9 +474,11 @@ class HostChecks:
                 f"{UNIT} may not write {', '.join(blocked)} ({setting})",
                 fixes=(
                     Fix(
-                        "allow them with a drop-in, then restart the agent",
+                        "allow them with a drop-in (`sudo systemctl edit certpull` opens one), "
+                        "then restart the agent",
+                        lines=("[Service]", f"ReadWritePaths={' '.join(blocked)}"),
                         commands=(
-                            f"sudo systemctl edit certpull   # add: [Service] ReadWritePaths={' '.join(blocked)}",
+                            "sudo systemctl edit certpull",
                             "sudo systemctl restart certpull",
                         ),
                     ),

@@ -36,7 +36,8 @@ class Fix:
 
     where: str  # what to do and where, e.g. "add this statement to the secret's resource policy"
     statement: Optional[Mapping[str, Any]] = None  # an IAM policy statement, ARNs filled in
-    commands: Tuple[str, ...] = ()
+    commands: Tuple[str, ...] = ()  # shell commands, shown after "$ "
+    lines: Tuple[str, ...] = ()  # configuration lines to write, shown as they are
     inferred_from: Optional[str] = None  # why the statement is a guess, e.g. "the denial"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -44,6 +45,7 @@ class Fix:
             "where": self.where,
             "statement": dict(self.statement) if self.statement is not None else None,
             "commands": list(self.commands),
+            "lines": list(self.lines),
             "inferred": self.inferred_from is not None,
             "inferred_from": self.inferred_from,
         }
@@ -151,5 +153,6 @@ def _fix_lines(fix: Fix, head: str) -> List[str]:
     if fix.statement is not None:
         text = json.dumps(dict(fix.statement), indent=2)
         lines.extend(pad + line for line in text.splitlines())
+    lines.extend(pad + line for line in fix.lines)
     lines.extend(f"{pad}$ {command}" for command in fix.commands)
     return lines

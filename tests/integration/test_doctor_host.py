@@ -103,7 +103,7 @@ def test_vhost_serving_other_files(site: Site, pki: Pki) -> None:
     assert "httpd reads its certificate from somewhere else" in served.detail
     (fix,) = served.fixes
     assert f"{apache.conf_path}:" in fix.where  # the vhost, from `httpd -S`
-    assert f"SSLCertificateFile      {live}/cert.pem" in fix.commands
+    assert f"SSLCertificateFile      {live}/cert.pem" in fix.lines
     assert report.exit_code == 1
 
 

@@ -105,7 +105,8 @@ def test_sandbox_refuses_a_compat_link_outside_read_write_paths(tmp_path: Path) 
     check = host(cfg, systemctl=stand_in(tmp_path, "systemctl", UNIT_SHOW)).sandbox()
     assert check.result is Result.FAILED
     assert "/srv/tls" in check.detail and str(tmp_path / "state") in check.detail
-    assert any("ReadWritePaths=" in c and "/srv/tls" in c for c in check.fixes[0].commands)
+    assert check.fixes[0].lines[0] == "[Service]"
+    assert check.fixes[0].lines[1] == f"ReadWritePaths={tmp_path}/state /srv/tls"
 
 
 @pytest.mark.usefixtures("real_subprocess")
