@@ -53,6 +53,7 @@ _SOURCES = {
     "sso": "IAM Identity Center (SSO)",
     "custom-process": "a credential_process",
     "assume-role-with-web-identity": "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE)",
+    "explicit": "credentials given to the client",
 }
 _SHELL_SOURCES = ("env", "shared-credentials-file", "config-file", "assume-role", "sso")
 
@@ -143,7 +144,13 @@ class Doctor:
                 )
                 continue
             checks.extend(self._secret_checks(cert, caller))
-        if not broken:
+        if broken:
+            checks.append(
+                not_applicable(
+                    "events", "rotation events", "not checked: the AWS credentials do not work"
+                )
+            )
+        else:
             checks.extend(self._event_checks(caller))  # (5)
         checks.insert(3, self._clock())  # (6), shown after identity
         checks.extend(self.host.httpd_checks())  # (7)
@@ -167,7 +174,7 @@ class Doctor:
         source = _SOURCES.get(method, method)
         note = ""
         if method in _SHELL_SOURCES:
-            note = "; certpull.service does not see a login shell's environment or ~/.aws"
+            note = "; certpull.service sees neither a login shell's environment nor ~/.aws"
         return passed("credentials", "credentials", f"from {source}{note}")
 
     def _imds(self, method: Optional[str]) -> Check:

@@ -233,7 +233,7 @@ def classify(failure: AwsFailure) -> Cause:
         return cause(Kind.CREDENTIALS_INVALID, "AWS does not know these credentials")
     if "accessdenied" in code.lower().replace(" ", "") or "is not authorized to perform" in low:
         return _denial(failure, code, message)
-    if code == "InvalidRequestException" and "deletion" in low:
+    if code == "InvalidRequestException" and "marked" in low and "delet" in low:
         return cause(Kind.SCHEDULED_FOR_DELETION, "the secret is scheduled for deletion")
     if code in _NOT_FOUND:
         return cause(Kind.NOT_FOUND, "AWS has no such resource in this account and region")

@@ -211,6 +211,11 @@ ROWS = {
         "You can't perform this operation on the secret because it was marked for deletion.",
         Kind.SCHEDULED_FOR_DELETION,
     ),
+    "secret scheduled for deletion (moto's text)": Row(
+        "InvalidRequestException",
+        "You tried to perform the operation on a secret that's currently marked deleted.",
+        Kind.SCHEDULED_FOR_DELETION,
+    ),
     "unknown access key (STS)": Row(
         "InvalidClientTokenId",
         "The security token included in the request is invalid.",
