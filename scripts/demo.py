@@ -8,6 +8,7 @@
    127.0.0.1 serving it.
 4. Rotate again; `certpull sync` picks up the new version, reloads httpd gracefully and verifies.
 5. Show the served certificate before and after, and `certpull status`.
+6. `certpull doctor`: every check that applies on this machine passes.
 Everything is cleaned up at the end (httpd stopped, the temporary directory removed).
 """
 
@@ -171,6 +172,9 @@ def main() -> int:
             print(
                 f"   state.json records version {state['certs']['www']['installed']['version_id']}"
             )
+
+            say("certpull doctor: credentials, permissions, clock, the secret, httpd, the files")
+            failures += certpull(config, "doctor")
         finally:
             say("cleaning up")
             if apache is not None:

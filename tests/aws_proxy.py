@@ -7,6 +7,7 @@ throttle, fail with 5xx, answer slower than the read timeout, or reset connectio
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import socket
@@ -22,7 +23,13 @@ from typing import Dict, List, Optional, Tuple
 
 @dataclass
 class Fault:
-    """What to do to calls of `operation` ("*" for all): an error response, a delay, or a reset."""
+    """What to do to calls of `operation` ("*" for all): an error response, a delay, or a reset.
+
+    An error response carries `code` and `message` in the protocol of the request: JSON for the
+    services called with X-Amz-Target (Secrets Manager, KMS, SQS), the query protocol's XML
+    otherwise (STS). `body` answers with that text instead (with `status`, even 200: a canned
+    response where moto cannot give AWS's, e.g. another account's secret by ARN).
+    """
 
     operation: str = "*"
     status: int = 0  # HTTP status of an injected error response; 0 = forward normally
@@ -30,6 +37,8 @@ class Fault:
     delay_s: float = 0.0
     reset: bool = False
     remaining: Optional[int] = None  # None = until cleared
+    message: str = "injected by AwsProxy"
+    body: Optional[str] = None
 
 
 class AwsProxy:
@@ -116,13 +125,16 @@ class AwsProxy:
                     self.close_connection = True
                     return
                 if fault and fault.status:
-                    payload = json.dumps(
-                        {"__type": fault.code, "message": "injected by AwsProxy"}
-                    ).encode()
+                    json_protocol = bool(self.headers.get("X-Amz-Target"))
+                    payload = _fault_payload(fault, json_protocol)
                     proxy._record(operation, fault.status)
                     self.send_response(fault.status)
-                    self.send_header("Content-Type", "application/x-amz-json-1.1")
-                    self.send_header("x-amzn-ErrorType", fault.code)
+                    self.send_header(
+                        "Content-Type",
+                        "application/x-amz-json-1.1" if json_protocol else "text/xml",
+                    )
+                    if fault.status >= 400 and fault.body is None:
+                        self.send_header("x-amzn-ErrorType", fault.code)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
@@ -163,10 +175,28 @@ class AwsProxy:
         return Handler
 
 
+def _fault_payload(fault: Fault, json_protocol: bool) -> bytes:
+    """The injected answer's body: `fault.body` verbatim, else an AWS error in the request's protocol."""
+    if fault.body is not None:
+        return fault.body.encode()
+    if json_protocol:
+        return json.dumps({"__type": fault.code, "message": fault.message}).encode()
+    return (
+        "<ErrorResponse><Error><Type>Sender</Type>"
+        f"<Code>{html.escape(fault.code)}</Code><Message>{html.escape(fault.message)}</Message>"
+        "</Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+    ).encode()
+
+
 def _operation(target: Optional[str], body: bytes, path: str) -> str:
-    """`GetSecretValue`, `ReceiveMessage`, `AssumeRole`...: from X-Amz-Target or a query Action."""
+    """`GetSecretValue`, `ReceiveMessage`, `AssumeRole`...: from X-Amz-Target or a query Action;
+    the instance metadata service's paths are `IMDS:token` and `IMDS:meta-data`."""
     if target:
         return target.rsplit(".", 1)[-1]
+    if path.startswith("/latest/api/token"):
+        return "IMDS:token"
+    if path.startswith("/latest/meta-data"):
+        return "IMDS:meta-data"
     for source in (body.decode("utf-8", "replace"), urllib.parse.urlparse(path).query):
         action = urllib.parse.parse_qs(source).get("Action")
         if action:

@@ -83,6 +83,11 @@ class AwsClients:
                 self._clients[key] = self._session.client("sqs", **kwargs)
             return self._clients[key]
 
+    def credential_method(self) -> Optional[str]:
+        """Where the default chain found credentials ("env", "iam-role", ...); None: nowhere."""
+        credentials = self._session.get_credentials()
+        return str(credentials.method) if credentials is not None else None
+
     def secretsmanager(
         self, region: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
     ) -> Any:
@@ -97,7 +102,7 @@ class AwsClients:
             base.create_client, config=self._config, endpoint_url=self._endpoint_url
         )
         extra: Dict[str, Any] = {
-            "RoleSessionName": _session_name(),
+            "RoleSessionName": session_name(),
             "DurationSeconds": self._role_session_s,
         }
         if external_id:
@@ -117,7 +122,7 @@ class AwsClients:
         return boto3.session.Session(botocore_session=role_core)
 
 
-def _session_name() -> str:
+def session_name() -> str:
     """`certpull-<host>`: CloudTrail in the secret's account then shows which host read it."""
     host = socket.gethostname().split(".")[0] or "host"
     cleaned = "".join(ch if ch.isalnum() or ch in "=,.@-_" else "-" for ch in host)

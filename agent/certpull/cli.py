@@ -47,6 +47,8 @@ exit codes:
                           2 configuration or usage error
   status                  0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)
   check-config            0 valid, 2 invalid
+  doctor                  0 every check passed (or does not apply here), 1 a check failed,
+                          2 configuration or usage error
 
 examples:
   certpull check-config                 validate {DEFAULT_CONFIG_PATH}
@@ -54,6 +56,7 @@ examples:
   certpull sync www                     one pass for [cert:www] now
   certpull status --json                machine-readable status for monitoring
   certpull rollback www                 re-activate the previous certificate of [cert:www]
+  certpull doctor                       why a certificate would not arrive or not be served, and the fix
   systemctl enable --now certpull       run the agent (`certpull run`) under systemd
 
 See the README for the configuration keys, cross-account set-up and rotation events.
@@ -108,6 +111,22 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("names", nargs="*", metavar="NAME")
 
     commands.add_parser("check-config", help="validate the configuration file (exit 0 or 2)")
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="read-only diagnosis: credentials, permissions (role, resource and key policies), "
+        "clock, events, httpd, sandbox; each failure with its fix",
+        description="Checks every link from this host's AWS credentials to the certificate httpd "
+        "serves, read-only (no install, no reload, nothing consumed from the queue), with the "
+        "agent's own permissions. Each failure names the principal, the denied action and the "
+        "policy statement to add and where, with the real ARNs; a statement AWS's answer does not "
+        "pin down is marked inferred. Exit 0 when every check passed or does not apply here, 1 "
+        "when any failed, 2 on a configuration or usage error.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.add_argument(
+        "names", nargs="*", metavar="NAME", help="[cert:NAME] sections (default: all)"
+    )
 
     verify = commands.add_parser(
         "verify",
@@ -187,6 +206,19 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return report.severity
 
 
+def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
+    _check_names(config, args.names)
+    from certpull.doctor_report import render_text as render_doctor  # noqa: PLC0415
+    from certpull.wiring import build_doctor  # noqa: PLC0415 - keeps boto3 off the status path
+
+    report = build_doctor(config).run(args.names or None)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        sys.stdout.write(render_doctor(report))
+    return report.exit_code
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from certpull.wiring import run_daemon  # noqa: PLC0415 - keeps boto3 off the status path
 
@@ -199,6 +231,7 @@ COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "status": cmd_status,
     "verify": cmd_verify,
     "rollback": cmd_rollback,
+    "doctor": cmd_doctor,
     "run": cmd_run,
 }
 

@@ -23,6 +23,9 @@ from certpull.compat import CompatLinks
 from certpull.config import AgentConfig, CertConfig, Config
 from certpull.config_files import load
 from certpull.daemon import AgentLoop, drift_paths
+from certpull.doctor import Doctor
+from certpull.doctor_aws import AwsProbe
+from certpull.doctor_host import HostChecks, in_container
 from certpull.drift import DriftWatcher
 from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
@@ -172,6 +175,18 @@ def build_daemon(config: Config) -> AgentLoop:
         notifier=Notifier(),
         make_event_queue=event_queue,
         make_drift_watcher=drift_watcher,
+    )
+
+
+def build_doctor(config: Config) -> Doctor:
+    """`certpull doctor` with the agent's own clients, runner and httpd commands (read-only)."""
+    runner = command_runner(config.agent)
+    return Doctor(
+        config,
+        aws=AwsProbe(aws_clients(config.agent), queue_region),
+        host=HostChecks(config, httpd(config.agent, runner), runner),
+        state_file=StateFile(config.agent.state_dir),
+        in_container=in_container,
     )
 
 
