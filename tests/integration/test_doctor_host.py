@@ -36,9 +36,8 @@ def site(
     s = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki)
     s.cert_options["cert_file"] = str(compat / "localhost.crt")
     s.create_secret(pki.leaf())
-    for _ in range(2):  # the first sync installs; compat links come from the next one's recover()
-        done = s.certpull("sync")
-        assert done.returncode == 0, done.stderr + done.stdout
+    done = s.certpull("sync")  # installs and makes the compat link
+    assert done.returncode == 0, done.stderr + done.stdout
     s.apache.start()
     yield s
 
