@@ -91,7 +91,7 @@ def test_vhost_serving_other_files(site: Site, pki: Pki) -> None:
     elsewhere = apache.root / "elsewhere"
     elsewhere.mkdir()
     apache.cert_dir = elsewhere  # httpd now reads its certificate from another directory
-    apache.write_config()
+    apache.use_files(elsewhere / "cert.pem", elsewhere / "privkey.pem", elsewhere / "chain.pem")
     other = pki.leaf(slot=3)
     apache.install_issued(pki, other)
     apache.stop()
