@@ -10,6 +10,9 @@ polls       a child process builds the real Agent (boto3 client to moto's server
             RSS (VmRSS) after --warmup passes and at the end: growth (goal < 1 MiB).
 ready       `certpull run` started --ready-runs times with a test NOTIFY_SOCKET and a certificate
             installed: seconds from exec to READY=1 (median / max; goal 250 ms), then SIGTERM.
+            Also, interleaved in the same run, the time to import alone what `run` imports
+            today, only what READY needs (config, store, state, notify, schedule: the floor if
+            boto3, cryptography and watchdog were imported after READY), and nothing.
 
 `--rpm PATH` runs `status` and `run` from that package, unpacked, with its launcher on a CPython
 3.9 (AL2023's `/usr/bin/python3 -I`), and the baseline with the same interpreter and flags;
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -95,6 +99,12 @@ def certpull_argv(runtime: Runtime, *args: str) -> List[str]:
     return [*(runtime.command([]) or [sys.executable, "-m", "certpull"]), *args]
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every waited-for child so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child_argv(runtime: Runtime, code: str, *args: str) -> List[str]:
     """`python -c CODE ARGS` with the runtime's certpull first on sys.path."""
     if runtime.tree is None:
@@ -110,13 +120,17 @@ def bench_status(site: Site, runs: int, runtime: Runtime) -> Dict[str, Any]:
     baseline_argv = [runtime.python, *(["-I"] if runtime.tree else []), "-c", "pass"]
     times: List[float] = []
     baseline: List[float] = []
+    cpu: List[float] = []
+    baseline_cpu: List[float] = []
     for _ in range(runs):  # interleaved, so both see the same machine load
-        started = time.monotonic()
+        started, used = time.monotonic(), children_cpu_s()
         subprocess.run(baseline_argv, capture_output=True, check=True)
         baseline.append(time.monotonic() - started)
-        started = time.monotonic()
+        baseline_cpu.append(children_cpu_s() - used)
+        started, used = time.monotonic(), children_cpu_s()
         done = subprocess.run(argv, capture_output=True, env=certpull_env(), check=False)
         times.append(time.monotonic() - started)
+        cpu.append(children_cpu_s() - used)
         if done.returncode not in (0, 1):
             raise SystemExit(f"status exited {done.returncode}: {done.stdout!r}")
     traced = subprocess.run(
@@ -135,9 +149,45 @@ def bench_status(site: Site, runs: int, runtime: Runtime) -> Dict[str, Any]:
         **summary,
         "python_c_pass": base,
         "ratio_to_python_c_pass": round(summary["median_ms"] / base["median_ms"], 2),
+        # CPU seconds (user + system) are less sensitive to other load on the machine than wall time
+        "cpu_median_ms": round(statistics.median(cpu) * 1000, 1),
+        "python_c_pass_cpu_median_ms": round(statistics.median(baseline_cpu) * 1000, 1),
+        "cpu_ratio_to_python_c_pass": round(
+            statistics.median(cpu) / max(statistics.median(baseline_cpu), 1e-6), 2
+        ),
         "imports_boto3": "boto3" in imported,
         "imports_botocore": "botocore" in imported,
         "imports_cryptography": "cryptography" in imported,
+    }
+
+
+# What `certpull run` must import before READY=1 if the adapters were imported after it (config,
+# recovery of the live dirs, state, notify, schedule, logs), against what it imports today.
+BEFORE_READY = (
+    "import certpull.cli, certpull.store, certpull.state, certpull.notify, certpull.schedule"
+)
+EVERYTHING = "import certpull.cli, certpull.loop"
+
+
+def bench_import_floor(runtime: Runtime, runs: int) -> Dict[str, Any]:
+    """Wall and CPU time of importing BEFORE_READY, EVERYTHING and nothing (`pass`), interleaved."""
+    times: Dict[str, List[float]] = {"pass": [], "before_ready": [], "everything": []}
+    cpu: Dict[str, List[float]] = {key: [] for key in times}
+    for _ in range(runs):
+        for key, code in (
+            ("pass", "pass"),
+            ("before_ready", BEFORE_READY),
+            ("everything", EVERYTHING),
+        ):
+            started, used = time.monotonic(), children_cpu_s()
+            subprocess.run(
+                child_argv(runtime, code), capture_output=True, check=True, env=certpull_env()
+            )
+            times[key].append(time.monotonic() - started)
+            cpu[key].append(children_cpu_s() - used)
+    return {
+        key: {**ms_summary(values), "cpu_median_ms": round(statistics.median(cpu[key]) * 1000, 1)}
+        for key, values in times.items()
     }
 
 
@@ -227,14 +277,21 @@ def main() -> int:
             f"status wall time: median {status['median_ms']} ms, p90 {status['p90_ms']} ms, "
             f"max {status['max_ms']} ms (n={status['n']}) = {status['ratio_to_python_c_pass']}x "
             f"`python -c pass` (median {base['median_ms']} ms, same interpreter, same run; goal "
-            f"<= 4x); imports boto3: {status['imports_boto3']}, botocore: "
+            f"<= 4x); CPU {status['cpu_median_ms']} ms = {status['cpu_ratio_to_python_c_pass']}x "
+            f"`pass`'s {status['python_c_pass_cpu_median_ms']} ms; imports boto3: {status['imports_boto3']}, botocore: "
             f"{status['imports_botocore']}, cryptography: {status['imports_cryptography']}",
             flush=True,
         )
         ready = bench_ready(site, args.ready_runs, runtime)
+        floor = bench_import_floor(runtime, args.ready_runs)
+        ready["imports"] = floor
         print(
             f"cold start to READY=1: median {ready['median_ms']} ms, max {ready['max_ms']} ms "
-            f"(n={ready['n']}, {args.certs} certs)",
+            f"(n={ready['n']}, {args.certs} certs); imports alone, same run (wall / CPU): "
+            f"everything `run` imports today {floor['everything']['median_ms']} / "
+            f"{floor['everything']['cpu_median_ms']} ms, only what READY needs (lazy adapters) "
+            f"{floor['before_ready']['median_ms']} / {floor['before_ready']['cpu_median_ms']} ms, "
+            f"`pass` {floor['pass']['median_ms']} / {floor['pass']['cpu_median_ms']} ms",
             flush=True,
         )
         polls = bench_polls(site, args.polls, min(args.warmup, args.polls), runtime)

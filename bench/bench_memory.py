@@ -12,9 +12,12 @@ stages     a child interpreter walks through what `certpull run` does, in order,
              gc          gc.collect()
            --variant (repeatable, a or a+b) applies prototypes of bench/prototypes/variants.py; each
            configuration runs --repeat times in fresh children, medians; deltas against the
-           unmodified agent of the same run. `slim-parent` is not the agent: the modules a parent
-           that forks a worker per pass would keep (config, schedule, notify, drift with watchdog,
-           state, events, botocore and one SQS client), measured the same way.
+           unmodified agent of the same run. Two rows are not the agent but the long-lived parent
+           of a design with worker processes, measured the same way: `slim-parent` keeps what a
+           parent that runs every pass in a worker needs (config, schedule, notify, drift with
+           watchdog, state, events; botocore for one SQS client), `check-parent` also checks
+           (DescribeSecret, state.json) itself and leaves only installs to a worker (no
+           cryptography in the parent).
 imports    RSS added by importing each group of modules alone in a fresh interpreter.
 tracemalloc  after the events stage: live Python allocations grouped by the first frame outside the
            standard library (which module asked for them), and by top-level package.
@@ -86,8 +89,31 @@ def stage(name, **extra):
 
 stage("python")
 from prototypes import variants as proto
-proto.apply([v for v in variants if v != "slim-parent"])
-if "slim-parent" in variants:
+proto.apply([v for v in variants if v not in ("slim-parent", "check-parent")])
+if "check-parent" in variants:
+    # The parent of a design that checks in-process and installs in a worker: no cryptography.
+    import certpull.config, certpull.schedule, certpull.notify, certpull.drift, certpull.state
+    import certpull.event_queue, certpull.events, certpull.logs, certpull.store, certpull.source
+    from prototypes.aws_botocore import AwsClients
+    stage("imports")
+    config = certpull.config.load_config(config_path, lambda p: open(p).read())
+    clients = AwsClients(endpoint_url=config.agent.endpoint_url)
+    source = certpull.source.SecretSource(clients.secretsmanager)
+    state_file = certpull.state.StateFile(config.agent.state_dir)
+    stage("agent")
+    def check():
+        with state_file.lock():
+            state = state_file.load()
+            for cert in config.certs:
+                source.current_version_id(cert.secret_arn)
+            state_file.save(state)
+    check()
+    stage("first pass")
+    print("ROTATE", flush=True); sys.stdin.readline()
+    check()  # the install itself would run in the worker process
+    stage("rotation")
+    queue = certpull.event_queue.EventQueue(clients.sqs("us-east-1"), queue_url, wait_s=0)
+elif "slim-parent" in variants:
     import certpull.config, certpull.schedule, certpull.notify, certpull.drift, certpull.state
     import certpull.event_queue, certpull.events, certpull.logs
     stage("imports")
@@ -242,7 +268,7 @@ def run_child(
 ) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="certpull-memory-") as tmp:
         world = make_world(aws, Path(tmp), certs)
-        if "slim-parent" not in variants:
+        if not {"slim-parent", "check-parent"} & set(variants):
             # the first pass must install (first-time), so that the measured first pass is "current"
             first = subprocess.run(
                 runtime.argv(
@@ -428,13 +454,14 @@ def main() -> None:
                     statistics.median(r["stages"]["gc"]["RssFile"] for r in runs) / MIB, 2
                 )
                 table[name]["boto3"] = runs[0]["stages"]["events"]["boto3"]
+            width = max(len(name) for name in table) + 2
             header = "".join(f"{s:>11}" for s in STAGES)
-            print(f"  {'':<44}{header}   anon   file  vs as-is")
+            print(f"  {'':<{width}}{header}   anon   file  vs as-is")
             base = table["agent as is"]["gc"]
             for name, row in table.items():
                 cells = "".join(f"{row[s]:>11.1f}" for s in STAGES)
                 print(
-                    f"  {name:<44}{cells} {row['anon_end']:>6.1f} {row['file_end']:>6.1f}"
+                    f"  {name:<{width}}{cells} {row['anon_end']:>6.1f} {row['file_end']:>6.1f}"
                     f"  {row['gc'] - base:+.1f}"
                 )
             report["stages"] = table
