@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Dict, List, Optional, Sequence, Tuple, Type
@@ -38,7 +40,10 @@ from tests.aws_proxy import AwsProxy  # noqa: E402
 from tests.daemon_proc import Daemon  # noqa: E402
 from tests.integration.test_run_events import EventBus, label_updated  # noqa: E402
 from tests.pki import Issued, Pki  # noqa: E402
+from tests.rpm_build import extract_rpm, find_python39  # noqa: E402
 from tests.site import Site  # noqa: E402
+
+RUN_VARIANT = ROOT / "bench" / "prototypes" / "run_variant.py"
 
 EXTRA_NAMES = ("api", "mail", "admin", "static", "auth")
 
@@ -117,9 +122,11 @@ class BenchHost:
         self._leaf_slot += 1
         return self.pki.leaf(slot=self._leaf_slot % 2)
 
-    def start_daemon(self, env: Optional[Dict[str, str]] = None) -> Daemon:
-        """`certpull run`, returned once its first pass is done."""
-        self.daemon = Daemon(self.site, extra_env=env)
+    def start_daemon(
+        self, env: Optional[Dict[str, str]] = None, command: Optional[List[str]] = None
+    ) -> Daemon:
+        """`certpull run` (or `command -c CONF run`), returned once its first pass is done."""
+        self.daemon = Daemon(self.site, extra_env=env, command=command)
         self.daemon.wait_ready()
         self.daemon.wait_for(
             "first pass", lambda: self.daemon is not None and self.passes() >= 1, 60
@@ -152,6 +159,77 @@ class BenchHost:
         self.close()
 
 
+def memory_kib(pid: int) -> Dict[str, int]:
+    """VmRSS, RssAnon, RssFile and VmHWM (peak RSS) of `pid`, in KiB; Pss from smaps_rollup."""
+    found: Dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                found[key] = int(value.split()[0])
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    found["Pss"] = int(line.split()[1])
+    except OSError:
+        pass
+    return found
+
+
+class Runtime:
+    """How to start the agent: the checkout on this interpreter, or an unpacked RPM on a 3.9."""
+
+    def __init__(self, rpm: Optional[str]) -> None:
+        self._tmp: Optional[tempfile.TemporaryDirectory[str]] = None
+        self.python = sys.executable
+        self.tree: Optional[Path] = None
+        if rpm:
+            self.python = find_python39()
+            if not self.python:
+                raise SystemExit("--rpm needs a CPython 3.9 (set PYTHON39)")
+            self._tmp = tempfile.TemporaryDirectory(prefix="certpull-bench-rpm-")
+            self.tree = extract_rpm(Path(rpm), Path(self._tmp.name))
+
+    def describe(self) -> str:
+        version = subprocess.run(
+            [self.python, "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        where = f"the unpacked RPM ({self.tree})" if self.tree else "the checkout"
+        return f"{where} on Python {version}"
+
+    def command(self, variants: List[str]) -> Optional[List[str]]:
+        """argv before `-c CONF run`; None: the default `python -m certpull` of the checkout."""
+        if self.tree is not None:
+            if not variants:
+                return [self.python, "-I", str(self.tree / "usr/bin/certpull")]
+            libdir = str(self.tree / "usr/lib/certpull")
+            prefix = [self.python, "-I", str(RUN_VARIANT), "--tree", libdir]
+        elif not variants:
+            return None
+        else:
+            prefix = [self.python, str(RUN_VARIANT)]
+        return [*prefix, "--variants", ",".join(variants), "--"]
+
+    def interpreter_rss_kib(self) -> int:
+        """The bare interpreter, as the agent starts it (isolated mode for the RPM)."""
+        argv = [self.python, *(["-I"] if self.tree else []), "-c", "import time; time.sleep(30)"]
+        proc = subprocess.Popen(argv)
+        try:
+            time.sleep(1.0)
+            return memory_kib(proc.pid)["VmRSS"]
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sample."""
     ordered = sorted(values)
@@ -168,4 +246,12 @@ def summary_ms(name: str, values_s: Sequence[float]) -> str:
     )
 
 
-__all__ = ["BenchHost", "EventBus", "label_updated", "percentile", "summary_ms"]
+__all__ = [
+    "BenchHost",
+    "EventBus",
+    "Runtime",
+    "label_updated",
+    "memory_kib",
+    "percentile",
+    "summary_ms",
+]

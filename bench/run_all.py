@@ -43,6 +43,7 @@ BENCHES: List[Tuple[str, str, List[str]]] = [
         ["--polls", "1000", "--status-runs", "10", "--ready-runs", "3"],
     ),
     ("idle", "bench_idle.py", ["--window", "30"]),
+    ("memory", "bench_memory.py", ["--repeat", "1", "--no-tracemalloc"]),
     ("api_calls", "bench_api_calls.py", ["--minutes", "0.5", "--sim-days", "60"]),
     ("event_latency", "bench_event_latency.py", ["-n", "5"]),
 ]

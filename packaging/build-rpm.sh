@@ -44,7 +44,8 @@ if [ -z "$py39" ]; then
 fi
 is_py39 "$py39" || die "no CPython 3.9 found to byte-compile with (set PYTHON39)"
 
-for f in packaging/certpull.conf systemd/certpull.service packaging/rpm/requirements.txt LICENSE docs/packaging.md; do
+for f in packaging/certpull.conf systemd/certpull.service packaging/rpm/requirements.txt \
+         packaging/rpm/botocore-services.txt packaging/rpm/trim_bundle.py LICENSE docs/packaging.md; do
   [ -f "$f" ] || die "missing $f"
 done
 
@@ -64,7 +65,8 @@ tar --create --gzip --file "$top/SOURCES/certpull-$version.tar.gz" \
     --sort=name --owner=0 --group=0 --numeric-owner --exclude=__pycache__ --exclude='*.pyc' \
     --transform "s,^,certpull-$version/," \
     agent/certpull systemd/certpull.service packaging/certpull.conf \
-    packaging/rpm/requirements.txt LICENSE docs/packaging.md
+    packaging/rpm/requirements.txt packaging/rpm/botocore-services.txt packaging/rpm/trim_bundle.py \
+    LICENSE docs/packaging.md
 
 # (3)
 wheels=$root/build/wheels/$arch

@@ -49,7 +49,14 @@ class NotifySocket:
 
 
 class Daemon:
-    def __init__(self, site: Site, extra_env: Optional[dict] = None) -> None:  # type: ignore[type-arg]
+    """`certpull -c CONF run`; `command` replaces `python -m certpull` (an installed tree's launcher)."""
+
+    def __init__(
+        self,
+        site: Site,
+        extra_env: Optional[dict] = None,  # type: ignore[type-arg]
+        command: Optional[List[str]] = None,
+    ) -> None:
         self.site = site
         self.notify = NotifySocket(site.root / "notify.sock")
         env = dict(os.environ)
@@ -59,7 +66,7 @@ class Daemon:
         self.log_path = site.root / "daemon.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "certpull", "-c", str(site.config_path), "run"],
+            [*(command or [sys.executable, "-m", "certpull"]), "-c", str(site.config_path), "run"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

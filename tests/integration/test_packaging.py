@@ -1,13 +1,11 @@
 """The RPM, the systemd unit and the CloudFormation templates, checked with the real tools.
 
-The RPM is built once per module (packaging/build-rpm.sh, ~10 s) and installed into scratch roots
-with Debian's rpm; the installed tree is run with a CPython 3.9, the interpreter it is built for.
+The RPM is built once per session (tests/integration/conftest.py: packaging/build-rpm.sh, ~20 s)
+and installed into scratch roots with Debian's rpm; the installed tree is run with a CPython 3.9, the interpreter it is built for.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +17,7 @@ import pytest
 
 import certpull
 from tests.cfn import template
+from tests.rpm_build import LIB, run, trim_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -30,27 +29,7 @@ REQUIREMENTS = REPO / "packaging" / "rpm" / "requirements.txt"
 MACROS_FALLBACK = REPO / "packaging" / "rpm" / "macros.fallback"
 TEMPLATES = REPO / "packaging" / "cloudformation"
 DEFAULT_CONFIG = REPO / "packaging" / "certpull.conf"
-LIB = "/usr/lib/certpull"
-
-
-def run(argv: List[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300, **kwargs)
-
-
-def find_python39() -> str:
-    """The CPython 3.9 the installed tree runs on (AL2023's /usr/bin/python3 is 3.9)."""
-    candidates = [
-        os.environ.get("PYTHON39", ""),
-        "/usr/bin/python3",
-        shutil.which("python3.9") or "",
-        *sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")),
-    ]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            probe = run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"])
-            if probe.stdout.strip() == "True":
-                return candidate
-    pytest.fail("no CPython 3.9 found (set PYTHON39): build-rpm.sh needs one as well")
+REMOVED_DISTRIBUTIONS = trim_bundle().REMOVED_DISTRIBUTIONS
 
 
 def rpm_install(root: Path, package: Path, *extra: str) -> None:
@@ -62,26 +41,8 @@ def rpm_install(root: Path, package: Path, *extra: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def python39() -> str:
-    return find_python39()
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # This interpreter has pip (build-rpm.sh downloads the pinned wheels with it). Private build
-    # and output dirs: the suite may run under two Pythons at once.
-    build = tmp_path_factory.mktemp("rpmbuild")
-    env = {
-        **os.environ,
-        "PYTHON": sys.executable,
-        "CERTPULL_RPM_TOPDIR": str(build / "top"),
-        "CERTPULL_RPM_OUT": str(build / "out"),
-    }
-    result = run(["bash", str(REPO / "packaging" / "build-rpm.sh")], cwd=REPO, env=env)
-    assert result.returncode == 0, f"build-rpm.sh failed:\n{result.stdout}\n{result.stderr}"
-    built = REPO / result.stdout.strip().splitlines()[-1]
-    assert built.is_file(), result.stdout
-    return built
+def package(rpm_package: Path) -> Path:
+    return rpm_package
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +149,11 @@ def test_bundled_provides_match_pinned_requirements() -> None:
             r"^Provides:\s+bundled\(python3dist\(([^)]+)\)\) = (\S+)$", SPEC.read_text(), re.M
         )
     )
-    assert provides == pins
+    # pycparser is pinned (cffi requires it) but trimmed from the package: not declared as bundled.
+    assert provides == {
+        name: version for name, version in pins.items() if name not in REMOVED_DISTRIBUTIONS
+    }
+    assert set(REMOVED_DISTRIBUTIONS) <= set(pins)
 
 
 def test_rpmlint_is_clean_with_the_checked_in_filters(package: Path) -> None:

@@ -1,0 +1,1 @@
+"""Scratch prototypes of footprint and latency changes, measured by the benches (never shipped)."""
