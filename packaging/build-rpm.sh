@@ -45,7 +45,7 @@ fi
 is_py39 "$py39" || die "no CPython 3.9 found to byte-compile with (set PYTHON39)"
 
 for f in packaging/certpull.conf systemd/certpull.service packaging/rpm/requirements.txt \
-         packaging/rpm/botocore-services.txt packaging/rpm/trim_bundle.py LICENSE docs/packaging.md; do
+         packaging/rpm/botocore-services.txt packaging/rpm/trim_bundle.py LICENSE docs/packaging.md docs/doctor.md docs/migration.md; do
   [ -f "$f" ] || die "missing $f"
 done
 
@@ -66,7 +66,7 @@ tar --create --gzip --file "$top/SOURCES/certpull-$version.tar.gz" \
     --transform "s,^,certpull-$version/," \
     agent/certpull systemd/certpull.service packaging/certpull.conf \
     packaging/rpm/requirements.txt packaging/rpm/botocore-services.txt packaging/rpm/trim_bundle.py \
-    LICENSE docs/packaging.md
+    LICENSE docs/packaging.md docs/doctor.md docs/migration.md
 
 # (3)
 wheels=$root/build/wheels/$arch

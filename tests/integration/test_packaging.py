@@ -88,6 +88,8 @@ def test_default_config_exists_for_the_spec() -> None:
         "/usr/lib/systemd/system/certpull.service",
         "/usr/share/licenses/certpull/LICENSE",
         "/usr/share/doc/certpull/packaging.md",
+        "/usr/share/doc/certpull/doctor.md",
+        "/usr/share/doc/certpull/migration.md",
         f"{LIB}/agent/certpull/__init__.py",
         f"{LIB}/agent/certpull/cli.py",
         f"{LIB}/agent/certpull/__pycache__/cli.cpython-39.pyc",
