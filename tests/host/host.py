@@ -292,7 +292,9 @@ class Host:
     def write_apache(self, files: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
         """Listen on 127.0.0.1:PORT only; one name-based TLS vhost per site (SNI), on certpull's
         live files unless ``files`` names others (compat-link set-ups)."""
-        (self.root / "etc/apache2/ports.conf").write_text(f"Listen 127.0.0.1:{self.port}\n")
+        (self.root / "etc/apache2/ports.conf").write_text(
+            f"ServerName localhost\nListen 127.0.0.1:{self.port}\n"
+        )
         blocks = []
         for site in self.sites.values():
             paths = (files or {}).get(site.name) or {
