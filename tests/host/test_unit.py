@@ -102,8 +102,12 @@ def test_the_unit_starts_when_the_live_directory_is_missing(
         host.write_config({"startup_splay_s": "0"})
         host.write_apache()
         host.boot()
+        live = host.root / LIVE.lstrip("/")
+        live.chmod(0o750)  # an operator's choice: the unit must not reset it
+        host.sh("systemctl", "restart", "certpull.service")
+        assert live.stat().st_mode & 0o777 == 0o750
         host.sh("systemctl", "stop", "certpull.service")
-        shutil.rmtree(host.root / LIVE.lstrip("/"))
+        shutil.rmtree(live)
         result = host.sh("systemctl", "restart", "certpull.service", check=False)
         assert result.returncode == 0, host.describe(("certpull.service",))
         wait_for(
