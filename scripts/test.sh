@@ -16,6 +16,22 @@ step "mypy"
 step "vermin (Python 3.9)"
 .venv/bin/vermin -t=3.9- --no-tips --violations --eval-annotations agent
 
+# The host tier (tests/host): Debian booted under a real systemd with the RPM installed, once per
+# run (its containers share this machine's loopback). It goes alongside the two interpreter runs,
+# since it mostly waits on systemd's timers; each scenario has its own pytest-timeout budget and the
+# whole tier a hard one here (SIGINT first, so its fixtures stop containers and unmount overlays).
+# It runs with the full suite (no arguments), or when CERTPULL_HOST_TIER=1; CERTPULL_HOST_TIER=0
+# leaves it out of a local run.
+host_pid=""
+host_log=$(mktemp /tmp/certpull-host-XXXXXX.log)
+host_started=$SECONDS
+if { [ $# -eq 0 ] && [ "${CERTPULL_HOST_TIER:-}" != 0 ]; } || [ "${CERTPULL_HOST_TIER:-}" = 1 ]; then
+  timeout -s INT -k 120 "${CERTPULL_HOST_TIER_TIMEOUT_S:-2400}" \
+    "$PY" -m pytest -q -p no:cacheprovider --host-tier --basetemp=/tmp/certpull-pytest-host \
+    --durations=0 tests/host >"$host_log" 2>&1 &
+  host_pid=$!
+fi
+
 py39_pid=""
 py39_log=$(mktemp /tmp/certpull-py39-XXXXXX.log)
 if [ -x .venv39/bin/python ] && [ "${CERTPULL_SKIP_PY39:-}" != 1 ]; then
@@ -36,4 +52,19 @@ if [ -n "$py39_pid" ]; then
   [ "$py39_status" -eq 0 ] || status=$py39_status
 fi
 rm -f "$py39_log"
+
+if [ -n "$host_pid" ]; then
+  step "host tier (tests/host: Debian under systemd, the RPM installed), run alongside"
+  host_status=0
+  wait "$host_pid" || host_status=$?
+  if [ "$host_status" -eq 0 ]; then
+    sed -n '/slowest durations/,$p' "$host_log" | grep -v '^$'
+  else
+    cat "$host_log"
+  fi
+  [ "$host_status" -ne 124 ] || echo "host tier: stopped after ${CERTPULL_HOST_TIER_TIMEOUT_S:-2400} s"
+  echo "host tier: $((SECONDS - host_started)) s wall, exit $host_status"
+  [ "$host_status" -eq 0 ] || status=$host_status
+fi
+rm -f "$host_log"
 exit "$status"
