@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ sys.path[:0] = [str(ROOT / "agent"), str(ROOT)]
 
 from common import LocalAws  # noqa: E402 - importing common sets the dummy AWS environment
 
-from tests.host.container import WORK_DIR, reap_stale, unmount  # noqa: E402
+from tests.host.container import close_session, open_session  # noqa: E402
 from tests.host.host import Host, build_image  # noqa: E402
 from tests.pki import Pki  # noqa: E402
 
@@ -81,10 +80,7 @@ def main() -> int:
     agent: Dict[str, str] = {}
     if args.startup_splay is not None:
         agent["startup_splay_s"] = f"{args.startup_splay:g}"
-    for line in reap_stale():
-        print(f"# {line}")
-    session = WORK_DIR / "sessions" / f"bench-{int(time.time())}"
-    session.mkdir(parents=True)
+    session = open_session()
     runs: List[Dict[str, Optional[float]]] = []
     try:
         image = build_image(args.release, session)
@@ -98,8 +94,7 @@ def main() -> int:
                     f"boot {i}: " + "  ".join(f"{k} {fmt(v)}" for k, v in run.items()), flush=True
                 )
     finally:
-        unmount(session)
-        shutil.rmtree(session, ignore_errors=True)
+        close_session(session)
     medians = {k: median([r[k] for r in runs]) for k in runs[0]} if runs else {}
     print(
         f"median of {len(runs)} ({args.release}): "

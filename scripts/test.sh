@@ -7,6 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 step() { printf '\n== %s\n' "$*"; }
+# Private temporary dirs for this run: pytest empties its --basetemp at start, so a fixed path would
+# let two checkouts' runs on one machine delete each other's files.
+run_tmp=$(mktemp -d /tmp/certpull-test-XXXXXX)
+host_pid=""
+py39_pid=""
+finish() {
+  # An interrupted run stops its own background runs; SIGINT lets the host tier stop its containers.
+  if [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; then kill -INT "$host_pid"; wait "$host_pid" || true; fi
+  if [ -n "$py39_pid" ] && kill -0 "$py39_pid" 2>/dev/null; then kill "$py39_pid"; wait "$py39_pid" || true; fi
+  rm -rf "$run_tmp"
+}
+trap finish EXIT
 
 step "ruff"
 .venv/bin/ruff check .
@@ -22,27 +34,25 @@ step "vermin (Python 3.9)"
 # whole tier a hard one here (SIGINT first, so its fixtures stop containers and unmount overlays).
 # It runs with the full suite (no arguments), or when CERTPULL_HOST_TIER=1; CERTPULL_HOST_TIER=0
 # leaves it out of a local run.
-host_pid=""
-host_log=$(mktemp /tmp/certpull-host-XXXXXX.log)
+host_log=$run_tmp/host.log
 host_started=$SECONDS
 if { [ $# -eq 0 ] && [ "${CERTPULL_HOST_TIER:-}" != 0 ]; } || [ "${CERTPULL_HOST_TIER:-}" = 1 ]; then
   timeout -s INT -k 120 "${CERTPULL_HOST_TIER_TIMEOUT_S:-2400}" \
-    "$PY" -m pytest -q -p no:cacheprovider --host-tier --basetemp=/tmp/certpull-pytest-host \
+    "$PY" -m pytest -q -p no:cacheprovider --host-tier --basetemp="$run_tmp/host" \
     --durations=0 tests/host >"$host_log" 2>&1 &
   host_pid=$!
 fi
 
-py39_pid=""
-py39_log=$(mktemp /tmp/certpull-py39-XXXXXX.log)
+py39_log=$run_tmp/py39.log
 if [ -x .venv39/bin/python ] && [ "${CERTPULL_SKIP_PY39:-}" != 1 ]; then
-  .venv39/bin/python -m pytest -q -p no:cacheprovider --basetemp=/tmp/certpull-pytest-py39 "$@" \
+  .venv39/bin/python -m pytest -q -p no:cacheprovider --basetemp="$run_tmp/py39" "$@" \
     >"$py39_log" 2>&1 &
   py39_pid=$!
 fi
 
 step "pytest ($("$PY" --version))"
 status=0
-"$PY" -m pytest -q --basetemp=/tmp/certpull-pytest-main "$@" || status=$?
+"$PY" -m pytest -q --basetemp="$run_tmp/main" "$@" || status=$?
 
 if [ -n "$py39_pid" ]; then
   step "pytest ($(.venv39/bin/python --version)), run alongside"
@@ -51,7 +61,6 @@ if [ -n "$py39_pid" ]; then
   grep -v 'PythonDeprecationWarning\|warnings.warn(warning' "$py39_log" | tail -n 40
   [ "$py39_status" -eq 0 ] || status=$py39_status
 fi
-rm -f "$py39_log"
 
 if [ -n "$host_pid" ]; then
   step "host tier (tests/host: Debian under systemd, the RPM installed), run alongside"
@@ -66,5 +75,4 @@ if [ -n "$host_pid" ]; then
   echo "host tier: $((SECONDS - host_started)) s wall, exit $host_status"
   [ "$host_status" -eq 0 ] || status=$host_status
 fi
-rm -f "$host_log"
 exit "$status"

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator
 import pytest
 
 from tests.host import packages, rootfs
-from tests.host.container import WORK_DIR, reap_stale, unmount
+from tests.host.container import WORK_DIR, close_session, open_session
 from tests.host.host import Image, base_dir, build_image
 from tests.host.report import MEASUREMENTS, record
 
@@ -62,23 +62,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def host_session() -> Iterator[Path]:
-    """Prerequisites, stale containers of killed runs, and this session's work dir."""
+    """Prerequisites, then this run's session dir (what killed runs left is reaped first)."""
     problem = _prerequisite_problem()
     if problem:
         pytest.exit(f"host tier: {problem}", returncode=1)
-    for line in reap_stale():
-        print(f"host tier: {line}")
-    for old in (WORK_DIR / "sessions").glob("*") if (WORK_DIR / "sessions").is_dir() else []:
-        shutil.rmtree(old, ignore_errors=True)
-    for old in (WORK_DIR / "hosts").glob("*") if (WORK_DIR / "hosts").is_dir() else []:
-        shutil.rmtree(old, ignore_errors=True)
-    session = WORK_DIR / "sessions" / str(os.getpid())
-    session.mkdir(parents=True)
+    session = open_session()
     try:
         yield session
     finally:
-        unmount(session)
-        shutil.rmtree(session, ignore_errors=True)
+        close_session(session)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,10 @@ upper dir on top), so every host starts from the same image in no time and a reb
 host wrote. The container shares the machine's network: moto on 127.0.0.1 is reachable and the
 container's Apache listens on 127.0.0.1 only.
 
-Every container and overlay is registered under RUN_DIR while it exists; ``reap_stale`` stops and
-unmounts whatever an earlier, killed run left there, so a stuck container cannot wedge later runs.
+A run owns a session dir (WORK_DIR/sessions/PID): its overlays are mounted there and every
+container it starts registers its nspawn pid there. ``open_session`` first stops and unmounts
+what the sessions of dead processes left behind, so a killed run cannot wedge later ones, and
+leaves the sessions of live runs (another checkout on this machine) alone.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 WORK_DIR = Path(os.environ.get("CERTPULL_HOST_WORK", "/var/tmp/certpull-host"))
-RUN_DIR = WORK_DIR / "run"
 MACHINE_PREFIX = "cph-"
 BOOT_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -43,7 +45,7 @@ class ContainerError(RuntimeError):
 
 
 def mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> None:
-    """Mount ``lowers`` (top first) under ``upper`` at ``merged``; registered for reap_stale."""
+    """Mount ``lowers`` (top first) under ``upper`` at ``merged`` (inside a session dir)."""
     for d in (upper, work, merged):
         d.mkdir(parents=True, exist_ok=True)
     options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
@@ -74,29 +76,77 @@ def _mount_points_under(root: Path) -> List[Path]:
     return sorted(points, key=lambda p: len(p.parts), reverse=True)
 
 
+def lower_in_use(path: Path) -> bool:
+    """Whether a mounted overlay has ``path`` among its lower dirs."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return any(f"{path}:" in line or f"{path}," in line for line in f if " overlay " in line)
+
+
 def _is_mount_point(path: Path) -> bool:
     return path in _mount_points_under(path)
 
 
-# --- stale containers from killed runs ---------------------------------------------------------
+# --- sessions: what a run owns, and what killed runs left behind -------------------------------
 
 
-def reap_stale() -> List[str]:
-    """Stop containers and unmount overlays that earlier runs left under WORK_DIR; say what."""
+def open_session(name: str = "") -> Path:
+    """A work dir for this process (WORK_DIR/sessions/PID): containers register there, overlays
+    are mounted there. Sessions of dead processes are reaped first; live ones (another checkout's
+    run on this machine) are left alone."""
+    for line in reap_dead_sessions():
+        print(f"host tier: {line}")
+    session = WORK_DIR / "sessions" / (name or str(os.getpid()))
+    session.mkdir(parents=True, exist_ok=False)
+    (session / "owner").write_text(_identity(os.getpid()))
+    return session
+
+
+def close_session(session: Path) -> None:
+    _reap(session)
+
+
+def _identity(pid: int) -> str:
+    """pid and kernel start time: a recycled pid is not the same owner."""
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+    return f"{pid} {start}"
+
+
+def reap_dead_sessions() -> List[str]:
+    """Stop containers and unmount overlays of sessions whose process is gone; say what."""
+    done: List[str] = []
+    sessions = WORK_DIR / "sessions"
+    if not sessions.is_dir():
+        return done
+    for session in sorted(sessions.iterdir()):
+        try:
+            owner = (session / "owner").read_text()
+        except OSError:
+            owner = ""
+        if owner and _identity(int(owner.split()[0])) == owner:
+            continue  # a live run
+        done += _reap(session)
+    return done
+
+
+def _reap(session: Path) -> List[str]:
     done = []
-    if RUN_DIR.is_dir():
-        for pid_file in RUN_DIR.glob("*.pid"):
-            machine = pid_file.stem
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(pid_file.read_text().strip())
-                if _is_our_nspawn(pid, machine):
-                    _terminate(pid, STOP_TIMEOUT_S)
-                    done.append(f"stopped stale container {machine} (pid {pid})")
-            pid_file.unlink(missing_ok=True)
-            forget_propagation_dir(machine)
-    for point in _mount_points_under(WORK_DIR):
+    for pid_file in sorted((session / "run").glob("*.pid")) if (session / "run").is_dir() else []:
+        machine = pid_file.stem
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            if _is_our_nspawn(pid, machine):
+                _terminate(pid, STOP_TIMEOUT_S)
+                done.append(f"stopped stale container {machine} (pid {pid})")
+        pid_file.unlink(missing_ok=True)
+        forget_propagation_dir(machine)
+    for point in _mount_points_under(session):
         unmount(point)
         done.append(f"unmounted stale {point}")
+    if not _mount_points_under(session):
+        shutil.rmtree(session, ignore_errors=True)
     return done
 
 
@@ -159,10 +209,11 @@ class Container:
     """One booted systemd. ``start`` boots it, ``stop`` shuts it down (idempotent), ``reboot``
     asks systemd inside for a reboot and boots the same root again."""
 
-    def __init__(self, machine: str, root: Path, log_path: Path) -> None:
+    def __init__(self, machine: str, root: Path, log_path: Path, session: Path) -> None:
         if not machine.startswith(MACHINE_PREFIX) or len(machine) > 60:
             raise ValueError(f"machine name {machine!r}")
         self.machine = machine
+        self.pid_file = session / "run" / f"{machine}.pid"
         self.root = root
         self.log_path = log_path
         self.process: Optional[subprocess.Popen[bytes]] = None
@@ -178,7 +229,7 @@ class Container:
         3. Wait until systemd says boot is finished (running, or degraded if a unit failed)."""
         if self.running:
             raise ContainerError(f"{self.machine} is already running")
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - nspawn keeps writing after this returns
         self.boot_started = time.monotonic()
         self.process = subprocess.Popen(  # (1)
@@ -201,7 +252,7 @@ class Container:
             start_new_session=True,  # a ^C in the terminal reaches pytest, which stops us cleanly
         )
         log.close()
-        (RUN_DIR / f"{self.machine}.pid").write_text(str(self.process.pid))
+        self.pid_file.write_text(str(self.process.pid))
         self.boots += 1
         deadline = self.boot_started + BOOT_TIMEOUT_S
         self.init_pid = self._wait_for_init(deadline)  # (2)
@@ -243,7 +294,7 @@ class Container:
             _terminate(self.process.pid, timeout_s)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
-        (RUN_DIR / f"{self.machine}.pid").unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
         forget_propagation_dir(self.machine)
         code = self.process.returncode
         self.process = None
@@ -257,7 +308,7 @@ class Container:
             code = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise ContainerError(f"{self.machine}: no reboot after {timeout_s:g} s") from None
-        (RUN_DIR / f"{self.machine}.pid").unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
         self.process = None
         if code != REBOOT_EXIT_CODE:
             raise ContainerError(f"{self.machine}: nspawn exited {code} instead of rebooting")

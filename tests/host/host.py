@@ -29,7 +29,14 @@ from tests.apache import free_port
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy
 from tests.host import packages, rootfs
-from tests.host.container import WORK_DIR, Container, ContainerError, mount_overlay, unmount
+from tests.host.container import (
+    WORK_DIR,
+    Container,
+    ContainerError,
+    lower_in_use,
+    mount_overlay,
+    unmount,
+)
 from tests.pki import Issued, Pki
 
 CONFIG = "/etc/certpull/certpull.conf"
@@ -63,6 +70,7 @@ class Image:
     installed: Path
     rpm: Path  # what is installed
     newer_rpm: Path  # the upgrade
+    session: Path  # the run's session dir (container.open_session)
 
     @property
     def lowers(self) -> List[Path]:
@@ -70,16 +78,18 @@ class Image:
 
 
 def base_dir(release: str) -> Path:
-    """The cached rootfs unpacked (once per cache key) under WORK_DIR."""
+    """The cached rootfs unpacked (once per cache key) under WORK_DIR/base; older unpacked
+    rootfs of the release are removed unless a live overlay still uses them."""
     tarball = rootfs.cached_rootfs(release)
     dest = WORK_DIR / "base" / tarball.name.replace(".tar.zst", "")
-    if (dest / ".complete").exists():
-        return dest
-    shutil.rmtree(dest, ignore_errors=True)
-    for stale in (WORK_DIR / "base").glob(f"{release}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    rootfs.unpack(tarball, dest)
-    (dest / ".complete").write_text("")
+    with rootfs.locked(f"base-{release}"):
+        if not (dest / ".complete").exists():
+            shutil.rmtree(dest, ignore_errors=True)
+            rootfs.unpack(tarball, dest)
+            (dest / ".complete").write_text("")
+        for stale in (WORK_DIR / "base").glob(f"{release}-*"):
+            if stale != dest and not lower_in_use(stale):
+                shutil.rmtree(stale, ignore_errors=True)
     return dest
 
 
@@ -103,7 +113,9 @@ def build_image(release: str, session_dir: Path) -> Image:
     installed = top / "upper"
     merged = top / "root"
     mount_overlay([base], installed, top / "work", merged)
-    container = Container(f"cph-image-{release}-{uuid.uuid4().hex[:6]}", merged, top / "nspawn.log")
+    container = Container(
+        f"cph-image-{release}-{uuid.uuid4().hex[:6]}", merged, top / "nspawn.log", session_dir
+    )
     try:
         container.start()  # (1)
         shutil.copy2(rpm, merged / "var/tmp" / rpm.name)
@@ -120,7 +132,7 @@ def build_image(release: str, session_dir: Path) -> Image:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    return Image(release, base, installed, rpm, newer)
+    return Image(release, base, installed, rpm, newer, session_dir)
 
 
 # --- config edits ------------------------------------------------------------------------------
@@ -179,11 +191,11 @@ class Host:
         self.scenario = scenario
         tag = uuid.uuid4().hex[:6]
         self.machine = f"cph-{image.release[:4]}-{re.sub('[^a-z0-9]', '', scenario)[:24]}-{tag}"
-        self.dir = WORK_DIR / "hosts" / self.machine
+        self.dir = image.session / "hosts" / self.machine
         self.root = self.dir / "root"
         self.port = free_port()
         self.proxy = AwsProxy(aws.endpoint_url)
-        self.container = Container(self.machine, self.root, self.dir / "nspawn.log")
+        self.container = Container(self.machine, self.root, self.dir / "nspawn.log", image.session)
         self.sites: Dict[str, Site] = {}
         self.leaves: Dict[str, Issued] = {}
 

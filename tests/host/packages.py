@@ -22,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from tests.host.container import MACHINE_PREFIX, forget_propagation_dir
-from tests.host.rootfs import CACHE_DIR, PrerequisiteMissing
+from tests.host.rootfs import CACHE_DIR, PrerequisiteMissing, locked
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGED = (
@@ -94,12 +94,22 @@ def _prune(parent: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _cached(out: Path) -> Optional[Path]:
+    found = sorted(out.glob("certpull-*.rpm")) if out.is_dir() else []
+    return found[0] if found else None
+
+
 def real_rpm(version: str) -> Path:
     """certpull-VERSION-1.x86_64.rpm built by packaging/build-rpm.sh from the checkout's files."""
     out = CACHE_DIR / "rpms" / f"{version}-{_inputs_hash(version)}"
-    found = sorted(out.glob("certpull-*.rpm")) if out.is_dir() else []
-    if found:
-        return found[0]
+    hit = _cached(out)
+    if hit:
+        return hit
+    with locked("rpms"):  # another run may be building the same tree
+        return _cached(out) or _build_real_rpm(version, out)
+
+
+def _build_real_rpm(version: str, out: Path) -> Path:
     (CACHE_DIR / "rpms").mkdir(parents=True, exist_ok=True)
     wheels = CACHE_DIR / "wheels-cp39"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -243,9 +253,14 @@ def bookworm_rpm(real: Path, bookworm_root: Path) -> Path:
             hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         )
     )
-    found = sorted(out.glob("certpull-*.rpm")) if out.is_dir() else []
-    if found:
-        return found[0]
+    hit = _cached(out)
+    if hit:
+        return hit
+    with locked("rpms-bookworm"):
+        return _cached(out) or _repack(real, bookworm_root, out)
+
+
+def _repack(real: Path, bookworm_root: Path, out: Path) -> Path:
     (CACHE_DIR / "rpms-bookworm").mkdir(parents=True, exist_ok=True)
     name, version, release, summary, license_ = _query(
         real, "%{NAME}\t%{VERSION}\t%{RELEASE}\t%{SUMMARY}\t%{LICENSE}"

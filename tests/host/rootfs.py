@@ -135,7 +135,7 @@ def require_tools(tools: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
+def locked(name: str) -> Iterator[None]:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -150,7 +150,7 @@ def cached_rootfs(name: str, log: Optional[List[str]] = None) -> Path:
     if final.exists():  # (1)
         return final
     require_tools(["debootstrap", "zstd", "tar"])
-    with _locked(release.name):
+    with locked(release.name):
         if final.exists():  # another run built it while we waited
             return final
         started = time.monotonic()
