@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 need_pkgs() {
   if command -v apt-get >/dev/null 2>&1; then
     local missing=()
-    for p in apache2 libsystemd-dev pkg-config rpm rpmlint systemd gcc python3-venv python3-dev wrk nghttp2-client; do
+    # systemd-container (systemd-nspawn), debootstrap, zstd, cpio: the host tier (tests/host) boots
+    # Debian under a real systemd. --no-install-recommends keeps libnss-mymachines (recommended by
+    # systemd-container, it edits /etc/nsswitch.conf) off this machine.
+    for p in apache2 libsystemd-dev pkg-config rpm rpmlint systemd gcc python3-venv python3-dev wrk nghttp2-client \
+             systemd-container debootstrap zstd cpio; do
       dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Optional
 
 import pytest
 
@@ -14,6 +15,8 @@ from tests.aws_proxy import AwsProxy
 from tests.pki import Pki
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server access log
+
+HOST_TIER = Path(__file__).resolve().parent / "host"
 
 # Tests never reach real AWS: dummy credentials, no profile, no instance metadata look-ups.
 os.environ.update(
@@ -56,3 +59,21 @@ def apache_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheF
 @pytest.fixture
 def apache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheFactory]:
     yield from apache_factory(tmp_path_factory)
+
+
+# --- the host tier (tests/host): real systemd in containers, run once per `./dev test` ----------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--host-tier",
+        action="store_true",
+        help="collect tests/host (boots Debian containers; scripts/test.sh runs it once)",
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> Optional[bool]:
+    """tests/host only with --host-tier: the two interpreter runs share the loopback."""
+    if collection_path == HOST_TIER and not config.getoption("--host-tier"):
+        return True
+    return None
