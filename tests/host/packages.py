@@ -36,6 +36,8 @@ PACKAGED = (
     "packaging/rpm",
     "LICENSE",
     "docs/packaging.md",
+    "docs/doctor.md",
+    "docs/migration.md",
 )
 LIB = "/usr/lib/certpull"
 BUILD_TIMEOUT_S = 600.0
