@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from certpull.config import Config
+from certpull.config_files import dropin_dir
 from certpull.drift import CONFIG_KEY
 from certpull.errors import CertpullError, ConfigError
 from certpull.event_queue import EventQueue
@@ -45,12 +46,13 @@ DRIFT_RECHECK_S = 1.0
 
 
 def drift_paths(config: Config) -> Dict[str, List[str]]:
-    """What the drift watcher watches: each live dir and its compat links, and the config file."""
+    """What the drift watcher watches: each live dir and its compat links, the config file and
+    its drop-in directory (a drop-in edited, added or removed reloads the config too)."""
     paths: Dict[str, List[str]] = {
         cert.name: [config.live_path(cert.name), *(p for p, _ in cert.compat_links)]
         for cert in config.certs
     }
-    paths[CONFIG_KEY] = [config.path]
+    paths[CONFIG_KEY] = [config.path, dropin_dir(config.path)]
     return paths
 
 
@@ -242,6 +244,7 @@ class AgentLoop:
             reason = str(exc)
             log.error("config reload rejected, keeping the running config: %s", reason)  # noqa: TRY400
             self._update_state(lambda state: setattr(state.daemon, "config_error", reason))
+            self.drift.update()  # a conf.d created by this edit is watched from now on
             self.notifier.ready(f"config rejected: {reason}")
             return
         now = self._monotonic()

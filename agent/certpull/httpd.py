@@ -45,8 +45,9 @@ DEFAULT_ALIVE_GRACE_S = 2.0
 # bench) after the command starts, ~1 s at worst.
 _POLL_INTERVAL_S = 0.05
 # Upper bound for one TLS attempt inside wait_until_served, so one stuck connect cannot use up
-# the whole budget.
+# the whole budget; and the least one attempt gets (the re-check after the deadline too).
 _MAX_ATTEMPT_TIMEOUT_S = 5.0
+_MIN_ATTEMPT_TIMEOUT_S = 0.5
 
 Fetch = Callable[["VerifyTarget", float], bytes]
 
@@ -260,13 +261,18 @@ def wait_until_served(
     only new ones see the new certificate). Connection errors are retried like a wrong leaf.
     After ``timeout_s`` raise ReloadError naming the target and what it served (serial and
     SHA-256 prefix) against what was expected, or the last connection error.
+
+    Failure needs an attempt that *began* after the deadline: an agent stopped (SIGSTOP, a VM
+    pause) inside a handshake that began before httpd reached new connections comes back past
+    the deadline holding the old leaf, and the reload it then calls failed had in fact finished.
     """
     started = clock()
     deadline = started + timeout_s
     last_problem = "no attempt was made"
     while True:
-        remaining = deadline - clock()
-        attempt_timeout = min(max(remaining, _POLL_INTERVAL_S), _MAX_ATTEMPT_TIMEOUT_S)
+        attempt_started = clock()
+        remaining = deadline - attempt_started
+        attempt_timeout = min(max(remaining, _MIN_ATTEMPT_TIMEOUT_S), _MAX_ATTEMPT_TIMEOUT_S)
         try:
             served = fetch(target, attempt_timeout)
         except (ReloadError, OSError) as exc:
@@ -278,6 +284,8 @@ def wait_until_served(
                 f"it serves {describe_cert(served)}, expected {describe_cert(expected_der)}"
             )
         if clock() >= deadline:
+            if attempt_started < deadline:
+                continue  # check once more, with a handshake that starts now
             raise ReloadError(
                 f"{target} does not serve the new certificate after {timeout_s:g} s: {last_problem}"
             )

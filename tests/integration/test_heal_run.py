@@ -1,0 +1,59 @@
+"""`certpull run` healing and telling the truth (issue 12): drop-ins reload like the main file, a
+second `run` is refused, a reused pid is not a running daemon. Real subprocesses, moto, Apache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.apache import ApacheFactory
+from tests.aws_local import LocalAws
+from tests.aws_proxy import AwsProxy
+from tests.daemon_proc import Daemon
+from tests.pki import Pki
+from tests.site import Site
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path, local_aws: LocalAws, aws_proxy: AwsProxy, apache: ApacheFactory, pki: Pki
+) -> Iterator[Site]:
+    s = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki)
+    s.first_leaf = pki.leaf()  # type: ignore[attr-defined]
+    s.agent_options.update({"poll_interval_s": "3600", "startup_splay_s": "0"})
+    s.create_secret(s.first_leaf)  # type: ignore[attr-defined]
+    assert s.certpull("sync").returncode == 0
+    s.apache.start()
+    yield s
+
+
+@pytest.fixture
+def daemon(site: Site) -> Iterator[Daemon]:
+    d = Daemon(site)
+    try:
+        d.wait_ready()
+        d.wait_first_pass()
+        yield d
+    finally:
+        d.stop()
+
+
+def test_editing_a_dropin_reloads_the_config_like_editing_the_main_file(
+    site: Site, daemon: Daemon
+) -> None:
+    dropins = site.root / "conf.d"
+    dropins.mkdir()
+    (dropins / "50-broken.conf").write_text("[agent]\nbogus_key = 1\n")
+    daemon.wait_for(
+        "config error in state",
+        lambda: bool(site.state()["daemon"].get("config_error")),  # type: ignore[union-attr]
+    )
+    assert "50-broken.conf:2: bogus_key: unknown key" in daemon.log()
+    (dropins / "50-broken.conf").write_text("[agent]\npoll_interval_s = 1800\n")
+    daemon.wait_for("config error cleared", lambda: not site.state()["daemon"].get("config_error"))  # type: ignore[union-attr]
+    daemon.wait_for("override applied", lambda: "polling every 1800 s" in daemon.log())
+    assert daemon.stop() == 0
