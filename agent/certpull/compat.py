@@ -15,14 +15,7 @@ import stat
 from typing import Mapping, Optional
 
 from certpull.errors import StoreError
-from certpull.fileops import (
-    FileOps,
-    fsync_dir,
-    io_errors,
-    link_target,
-    lstat_or_none,
-    unlink_if_present,
-)
+from certpull.fileops import Dir, FileOps, open_trusted_dir
 from certpull.layout import validate_file_name
 
 log = logging.getLogger(__name__)
@@ -49,7 +42,9 @@ class CompatLinks:
     def apply(self) -> None:
         """Make each path a symlink to ``<live_path>/<filename>``, atomically.
 
-        1. The path's directory must exist (it is the distribution's, not ours to create).
+        1. The path's directory must exist (it is the distribution's, not ours to create), and
+           it and every directory above it must pass `open_trusted_dir`'s checks; it is opened
+           once and every step below is relative to it, so it cannot be swapped mid-way.
         2. Already a link to the live file: nothing to do.
         3. Create ``<path>.certpull-tmp`` -> the live file.
         4. A regular file at the path is kept once as ``<path>.certpull-orig`` (a hard link made
@@ -57,34 +52,32 @@ class CompatLinks:
         5. Rename the temporary link over the path; fsync the directory.
         """
         for path, filename in self.links.items():
-            parent = os.path.dirname(path)
-            if not self._fs.isdir(parent):  # (1)
-                raise StoreError(f"cannot link {path}: directory {parent} does not exist")
-            want = os.path.join(self.live_path, filename)
-            if link_target(self._fs, path) == want:  # (2)
-                continue
-            st = lstat_or_none(self._fs, path)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                raise StoreError(f"cannot link {path}: it is a directory")
-            tmp = path + TMP_SUFFIX
-            unlink_if_present(self._fs, tmp)
-            with io_errors("create link", tmp):
-                self._fs.symlink(want, tmp)  # (3)
+            parent_path, name = os.path.split(path)
+            parent = open_trusted_dir(self._fs, parent_path)  # (1)
+            if parent is None:
+                raise StoreError(f"cannot link {path}: directory {parent_path} does not exist")
+            with parent:
+                self._apply_one(parent, name, os.path.join(self.live_path, filename))
+
+    def _apply_one(self, parent: Dir, name: str, want: str) -> None:
+        path = parent.join(name)
+        if parent.readlink(name) == want:  # (2)
+            return
+        st = parent.lstat(name)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"cannot link {path}: it is a directory")
+        tmp = name + TMP_SUFFIX
+        parent.unlink_if_present(tmp)
+        parent.symlink(want, tmp)  # (3)
+        try:
+            backup = name + BACKUP_SUFFIX
+            if st is not None and stat.S_ISREG(st.st_mode) and parent.lstat(backup) is None:
+                parent.link(name, backup)  # (4)
+            parent.rename(tmp, name, what="replace")  # (5)
+        except StoreError:
             try:
-                backup = path + BACKUP_SUFFIX
-                if (
-                    st is not None
-                    and stat.S_ISREG(st.st_mode)
-                    and lstat_or_none(self._fs, backup) is None
-                ):
-                    with io_errors("keep a backup of", path):
-                        self._fs.link(path, backup)  # (4)
-                with io_errors("replace", path):
-                    self._fs.rename(tmp, path)  # (5)
-            except StoreError:
-                try:
-                    unlink_if_present(self._fs, tmp)
-                except StoreError as exc:
-                    log.warning("%s", exc)
-                raise
-            fsync_dir(self._fs, parent)
+                parent.unlink_if_present(tmp)
+            except StoreError as exc:
+                log.warning("%s", exc)
+            raise
+        parent.fsync()

@@ -140,7 +140,7 @@ class CertConfig:
     verify: Optional[Tuple[str, int]] = field(default=None, metadata=key(v.parse_host_port))
     keep_versions: int = field(default=2, metadata=key(v.integer(2, 50)))
     key_mode: int = field(default=0o600, metadata=key(v.key_mode))
-    cert_mode: int = field(default=0o644, metadata=key(v.mode))
+    cert_mode: int = field(default=0o644, metadata=key(v.cert_mode))
     owner: Optional[str] = field(default=None, metadata=key(v.text))
     group: Optional[str] = field(default=None, metadata=key(v.text))
     cert_file: Optional[str] = field(default=None, metadata=key(v.absolute_path))

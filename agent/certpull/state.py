@@ -14,16 +14,19 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
+import secrets
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Type, TypeVar
 
 from certpull.errors import StoreError
+from certpull.fileops import Dir, FileOps, open_trusted_dir, reason
 
 STATE_FORMAT = 1
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+STATE_DIR_MODE = 0o700
+MAX_STATE_BYTES = 16 << 20
 
 T = TypeVar("T")
 
@@ -142,51 +145,75 @@ class State:
 
 
 class StateFile:
-    """Reads and atomically rewrites `<state_dir>/state.json`; serialises writers with a lock file."""
+    """Reads and atomically rewrites `<state_dir>/state.json`; serialises writers with a lock file.
 
-    def __init__(self, state_dir: str, clock: Any = time.time) -> None:
+    The state directory is opened through `open_trusted_dir` (a directory others can write is
+    refused, with the fix) and every file in it is used relative to that descriptor without
+    following a symlink: root never writes where a planted link points.
+    """
+
+    def __init__(
+        self, state_dir: str, clock: Any = time.time, fs: Optional[FileOps] = None
+    ) -> None:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
         self._clock = clock
+        self._fs = fs if fs is not None else FileOps()
+
+    def _open_dir(self, create: bool) -> Optional[Dir]:
+        return open_trusted_dir(
+            self._fs,
+            os.path.abspath(self.state_dir),
+            create_mode=STATE_DIR_MODE if create else None,
+        )
+
+    def _created_dir(self) -> Dir:
+        d = self._open_dir(create=True)
+        if d is None:  # open_trusted_dir creates what is missing
+            raise StoreError(f"cannot create state dir {self.state_dir}")
+        return d
 
     def ensure_dir(self) -> None:
         """Create the state directory 0700 (it may hold version ids and error texts only, but no one else needs them)."""
-        try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create state dir {self.state_dir}: {exc.strerror}") from None
+        d = self._open_dir(create=True)
+        if d is not None:
+            d.close()
 
     def load(self) -> State:
         """The saved state, or an empty one when none exists. A corrupt file raises StoreError."""
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                return State.from_json(handle.read())
-        except FileNotFoundError:
+        d = self._open_dir(create=False)
+        if d is None:
             return State()
-        except (OSError, ValueError) as exc:
+        with d:
+            if d.lstat(STATE_FILE) is None:
+                return State()
+            text = d.read_file(STATE_FILE, MAX_STATE_BYTES)
+        try:
+            return State.from_json(text.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise StoreError(f"cannot read {self.path}: {exc}") from None
 
     def save(self, state: State) -> None:
         """Write atomically: temporary file in the same dir, fsync, rename, fsync dir."""
-        self.ensure_dir()
         state.updated_at = self._clock()
         data = state.to_json().encode()
-        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        with self._created_dir() as d:
+            tmp = f".state.{secrets.token_hex(8)}"
             try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from None
+                fd = d.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[self._fs.write(fd, bytes(view)) :]
+                    self._fs.fsync(fd)
+                finally:
+                    self._fs.close(fd)
+                self._fs.rename(tmp, STATE_FILE, dir_fd=d.fd)
+                self._fs.fsync(d.fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self._fs.unlink(tmp, dir_fd=d.fd)
+                raise StoreError(f"cannot write {self.path}: {reason(exc)}") from None
 
     def update(self, change: Callable[[State], None]) -> State:
         """Load, change and save under the lock (the daemon's heartbeat, status fields)."""
@@ -199,13 +226,12 @@ class StateFile:
     @contextlib.contextmanager
     def lock(self, timeout_s: float = 120.0, sleep: Any = time.sleep) -> Iterator[None]:
         """Hold the agent's lock: one pass at a time, whether from `run`, `sync` or `rollback`."""
-        self.ensure_dir()
-        fd = os.open(os.path.join(self.state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_lock(LOCK_FILE)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self._fs.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
@@ -218,4 +244,23 @@ class StateFile:
                     sleep(0.1)
             yield
         finally:
-            os.close(fd)
+            self._fs.close(fd)
+
+    def _open_lock(self, name: str) -> int:
+        """An fd of a lock file in the state directory; a one-line StoreError saying what to do
+        when it cannot be opened (read-only file system, a directory or a link in its place)."""
+        with self._created_dir() as d:
+            path = d.join(name)
+            try:
+                fd: int = d.open(name, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    why = "it is a symbolic link (remove it; certpull makes it itself)"
+                elif exc.errno == errno.EISDIR:
+                    why = "it is a directory (remove it; certpull makes it itself)"
+                elif exc.errno == errno.EROFS:
+                    why = f"{self.state_dir} is on a read-only file system (state_dir must be writable)"
+                else:
+                    why = reason(exc)
+                raise StoreError(f"cannot open the lock {path}: {why}") from None
+            return fd
