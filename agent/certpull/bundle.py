@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -69,6 +69,10 @@ class CertBundle:
     key_pem: bytes = field(repr=False)  # unencrypted PKCS#8
     leaf: LeafInfo
     certificate_arn: Optional[str] = None
+    # The chain certificate served with the leaf that expires first (None: no chain served).
+    chain_not_after: Optional[dt.datetime] = None
+    chain_expiring: str = ""
+    warnings: Tuple[str, ...] = ()  # installable, but worth a line in the log and in status
 
     def files(self) -> Dict[str, bytes]:
         """The live directory's file names mapped to their content."""
@@ -152,6 +156,38 @@ def validate(
         key_pem=key_pem,
         leaf=info,
         certificate_arn=arn if isinstance(arn, str) and arn else None,
+    )
+
+
+def chain_expiry(chain_pem: bytes) -> Tuple[Optional[dt.datetime], str]:
+    """(notAfter, subject) of the certificate in ``chain_pem`` that expires first; (None, "")
+    for an empty chain. BundleError when it cannot be parsed."""
+    try:
+        text = chain_pem.decode("ascii")
+    except UnicodeDecodeError:
+        raise BundleError("chain.pem is not ASCII PEM text") from None
+    if not text.strip():
+        return None, ""
+    certs = [load_certificate(b, "chain.pem") for b in pem_blocks(text, "chain.pem")]
+    first = min(certs, key=lambda c: c.not_valid_after_utc)
+    return first.not_valid_after_utc, first.subject.rfc4514_string()
+
+
+def installed_bundle(files: Mapping[str, bytes]) -> CertBundle:
+    """The CertBundle of files certpull installed (validated when they were), to reload and
+    verify them again without fetching the secret. BundleError when they are not readable."""
+    missing = [n for n in (CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE) if n not in files]
+    if missing:
+        raise BundleError(f"the installed version lacks {', '.join(missing)}")
+    chain_not_after, chain_expiring = chain_expiry(files[CHAIN_FILE])
+    return CertBundle(
+        cert_pem=files[CERT_FILE],
+        chain_pem=files[CHAIN_FILE],
+        fullchain_pem=files[FULLCHAIN_FILE],
+        key_pem=files[KEY_FILE],
+        leaf=leaf_info(files[CERT_FILE]),
+        chain_not_after=chain_not_after,
+        chain_expiring=chain_expiring,
     )
 
 

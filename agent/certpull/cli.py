@@ -20,7 +20,7 @@ from certpull.config_files import load
 from certpull.errors import CertpullError, ConfigError
 from certpull.fileops import path_problem, resolve_group, resolve_owner
 from certpull.logs import setup_logging
-from certpull.state import StateFile
+from certpull.state import StateDamaged, StateFile
 from certpull.status import UNKNOWN, build_report, render_text
 
 if TYPE_CHECKING:
@@ -224,10 +224,15 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     _check_names(config, args.names)
     try:
         state = StateFile(config.agent.state_dir).load()
+    except StateDamaged as exc:
+        return _status_unknown(args, f"{exc}; the next pass of the agent rebuilds it")
     except CertpullError as exc:
         return _status_unknown(args, str(exc))
     now = time.time()
-    report = build_report(config, state, now, args.names or None)
+    try:
+        report = build_report(config, state, now, args.names or None)
+    except Exception as exc:  # status answers in its own format, whatever happened
+        return _status_unknown(args, f"cannot build the report: {type(exc).__name__}: {exc}")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

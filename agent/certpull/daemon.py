@@ -30,6 +30,7 @@ from certpull.interfaces import DriftWatch, Passes
 from certpull.logs import cert_fields, setup_logging
 from certpull.notify import Notifier
 from certpull.outcome import Outcome, PassReport, Status
+from certpull.procinfo import boot_id, start_ticks
 from certpull.schedule import Scheduler
 from certpull.state import State
 from certpull.triggers import EventPoller, Mailbox, Requests
@@ -325,6 +326,7 @@ class AgentLoop:
             daemon = state.daemon
             if started:
                 daemon.pid, daemon.started_at, daemon.stopped_at = os.getpid(), wall, None
+                daemon.start_ticks, daemon.boot_id = start_ticks(daemon.pid), boot_id()
                 daemon.config_error = None
             daemon.heartbeat_at = wall
             daemon.heartbeat_interval_s = HEARTBEAT_S

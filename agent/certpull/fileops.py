@@ -65,6 +65,9 @@ class FileOps:
     def fstat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)
 
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
     def flock(self, fd: int, operation: int) -> None:
         fcntl.flock(fd, operation)
 

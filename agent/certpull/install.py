@@ -36,6 +36,12 @@ class Candidate:
     # The bundle is already active on disk but state.json does not record it: a pass was killed
     # between activating the files and saving state, so httpd may never have been reloaded.
     resume: bool = False
+    # Only reload and verify what is installed (a reload that never happened); a failure keeps
+    # the files: they are what is installed, there is nothing to roll back to.
+    reload_only: bool = False
+    # What a handshake proved after the reload: True served, False not, None not checked
+    # (no verify target, or httpd not running: the files load when it starts).
+    verified: Optional[bool] = None
 
 
 class Installer:
@@ -64,14 +70,15 @@ class Installer:
         if active:
             self._reload_and_verify(active)  # (6)-(8)
 
-    def reload_checked(self) -> None:
-        """Config test and graceful reload, unless httpd is known to be stopped."""
+    def reload_checked(self) -> bool:
+        """Config test and graceful reload, unless httpd is known to be stopped (then False)."""
         if self.server.known_stopped():
-            return
+            return False
         self.server.config_test()
         self.server.graceful_reload()
+        return True
 
-    def verify(self, cert: CertConfig, cert_pem: bytes) -> float:
+    def verify(self, cert: CertConfig, cert_pem: bytes, timeout_s: Optional[float] = None) -> float:
         """Fresh handshakes to ``cert.verify`` must serve ``cert_pem``'s leaf; seconds waited."""
         if cert.verify is None:
             return 0.0
@@ -80,7 +87,8 @@ class Installer:
         der = first_cert_der(cert_pem)
         if der is None:
             raise ReloadError("the installed cert.pem holds no certificate")
-        return self.served_check(target, der, self.verify_timeout_s)
+        timeout = self.verify_timeout_s if timeout_s is None else timeout_s
+        return self.served_check(target, der, timeout)
 
     def _reload_and_verify(self, active: List[Candidate]) -> None:
         """Steps 6-8: config test, reload, verify; failures roll back and mark `problem`."""
@@ -100,11 +108,16 @@ class Installer:
             return
         failed = []
         for cand in active:  # (8)
+            if cand.cert.verify is None:
+                continue
             try:
                 self.verify(cand.cert, cand.bundle.cert_pem)
             except ReloadError as exc:
                 failed.append(cand)
+                cand.verified = False
                 cand.problem = f"verification failed: {exc}"
+            else:
+                cand.verified = True
         if failed:
             self._roll_back(failed, None)
             self._restore_httpd()
@@ -112,6 +125,9 @@ class Installer:
     def _roll_back(self, cands: List[Candidate], problem: Optional[str]) -> None:
         for cand in cands:
             reason = problem or cand.problem or "failed"
+            if cand.reload_only:
+                cand.problem = f"{reason} (the installed files are kept)"
+                continue
             if cand.previous is None:
                 # First install: there is nothing older to go back to; keep the files, report it.
                 cand.problem = f"{reason} (first install: no previous version to roll back to)"

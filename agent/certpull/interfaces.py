@@ -64,6 +64,10 @@ class StateStore(Protocol):
 
     def lock(self) -> ContextManager[None]: ...
 
+    def quarantine(self) -> Optional[str]:
+        """Move a damaged state.json aside; return where it went (None: nothing to move)."""
+        ...
+
 
 class DriftWatch(Protocol):
     """Reports which key (a certificate name, or "config") changed on disk, behind the agent's back."""

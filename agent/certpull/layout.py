@@ -69,6 +69,12 @@ def version_ns(name: str) -> int:
     return seconds * NS_PER_S + int(match.group(2))
 
 
+def version_label(name: str) -> str:
+    """The label a version name carries (the secret's version id, sanitised); "" if none."""
+    match = _VERSION_RE.match(name)
+    return match.group(3) if match else ""
+
+
 def version_name(ns: int, label: str) -> str:
     """``..<UTC stamp>.<nanoseconds>_<label>``: names sort by their time."""
     seconds, fraction = divmod(ns, NS_PER_S)

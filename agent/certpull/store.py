@@ -400,7 +400,8 @@ class LiveDir(LiveView):
             return False
         try:
             with vdir:
-                if set(self._names_in(vdir)) != set(files):
+                manifest = self._read_manifest(vdir)
+                if manifest is None or set(manifest) != set(files):
                     return False
                 for name, data in files.items():
                     st = vdir.lstat(name)

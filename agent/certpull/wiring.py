@@ -154,8 +154,11 @@ def build_daemon(config: Config) -> AgentLoop:
 
 
 def run_daemon(config: Config, verbose: bool = False) -> int:
-    """`certpull run`: logging, signal handlers, then the loop until SIGTERM."""
+    """`certpull run`: the daemon lock (a second `run` is refused), logging, signal handlers,
+    then the loop until SIGTERM."""
     setup_logging("DEBUG" if verbose else config.agent.log_level.upper())
-    loop = build_daemon(config)
-    loop.install_signal_handlers()
-    return loop.run()
+    # Before anything else (state.json's daemon record included): one `run` per state_dir.
+    with StateFile(config.agent.state_dir).daemon_lock(os.getpid()):
+        loop = build_daemon(config)
+        loop.install_signal_handlers()
+        return loop.run()

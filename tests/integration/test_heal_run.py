@@ -57,3 +57,24 @@ def test_editing_a_dropin_reloads_the_config_like_editing_the_main_file(
     daemon.wait_for("config error cleared", lambda: not site.state()["daemon"].get("config_error"))  # type: ignore[union-attr]
     daemon.wait_for("override applied", lambda: "polling every 1800 s" in daemon.log())
     assert daemon.stop() == 0
+
+
+def test_a_second_run_is_refused_while_one_runs(site: Site, daemon: Daemon) -> None:
+    before = site.state()["daemon"]
+    second = site.certpull("run", timeout=30)
+    assert second.returncode == 1, second.stdout + second.stderr
+    message = second.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert f"already running (pid {daemon.proc.pid})" in message
+    after = site.state()["daemon"]
+    assert after["pid"] == before["pid"] == daemon.proc.pid  # the record is the first one's
+    assert after["started_at"] == before["started_at"]
+    _, status = site.status_json()
+    assert status["daemon"]["running"] is True  # type: ignore[index]
+    assert daemon.stop() == 0
+    (site.root / "notify.sock").unlink()
+    third = Daemon(site)  # the lock goes with its holder
+    try:
+        third.wait_ready()
+    finally:
+        assert third.stop() == 0
