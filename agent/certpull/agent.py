@@ -9,6 +9,7 @@ effect is a constructor argument; wiring.py builds the real ones.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from certpull.interfaces import ServedCheck, Server, Source, StateStore
 from certpull.layout import version_label
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
-from certpull.state import CertState, Installed, Pending, State, StateDamaged
+from certpull.state import CertState, Installed, Pending, Rejected, State, StateDamaged
 from certpull.store import LiveDir
 from certpull.windows import InstallWindows, install_allowed
 
@@ -309,6 +310,8 @@ class Agent:
             if self._is_current(cert, cstate, live, version_id):
                 if cstate.reload_pending and not dry_run:
                     return self._reload_candidate(cert, cstate, live, version_id)
+                if not dry_run and not self._proven(cstate):
+                    self._served_now(cert, cstate, live.read(CERT_FILE))
                 self._record_success(cstate, now, version_id)
                 cstate.pending = None
                 return Outcome(
@@ -324,6 +327,9 @@ class Agent:
                     f"{cert.name}: version {version_id} was rolled back by the operator; waiting for a new version",
                     version_id,
                 )
+            rejected = cstate.rejected
+            if rejected is not None and rejected.version_id == version_id:
+                return self._refused_again(cert, cstate, now, version_id)
             installed_not_after = self._installed_not_after(live, cstate)
             allowed, why = install_allowed(
                 windows,
@@ -359,6 +365,8 @@ class Agent:
             )
         except StoreError as exc:  # the live directory itself is unreadable: this cert only
             return self._failure(cert, cstate, now, f"{cert.name}: {exc}", True)
+        if cstate.rejected is not None and cstate.rejected.fingerprint == bundle_id(bundle):
+            return self._refused_again(cert, cstate, now, value.version_id)
         if self._same_bytes(live, bundle):  # (4)
             installed = cstate.installed
             if installed is None or not self._active_is(live, installed.store_version):
@@ -575,6 +583,32 @@ class Agent:
             reload_only=True,
         )
 
+    def _proven(self, cstate: CertState) -> bool:
+        """A handshake showed the installed leaf served (after its last reload)."""
+        installed = cstate.installed
+        return (
+            installed is not None
+            and cstate.last_verify_ok is True
+            and cstate.verified_fingerprint == installed.fingerprint_sha256
+        )
+
+    def _refused_again(
+        self, cert: CertConfig, cstate: CertState, now: float, version_id: str
+    ) -> Outcome:
+        """A bundle httpd refused before: not installed again (no reload) until the secret
+        moves on to another bundle."""
+        rejected = cstate.rejected
+        assert rejected is not None  # noqa: S101 - the caller checked
+        when = datetime.fromtimestamp(rejected.at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return self._failure(
+            cert,
+            cstate,
+            now,
+            f"{cert.name}: version {version_id} carries the bundle httpd refused at {when} "
+            f"({rejected.reason}); not installing it again until the secret moves on",
+            False,
+        )
+
     def _save_before_install(self, state: State) -> Optional[str]:
         """Save state before anything is installed; the reason when it cannot be written."""
         try:
@@ -602,8 +636,17 @@ class Agent:
             name = cand.cert.name
             cstate = state.cert(name)
             if cand.problem:
+                if cand.bundle_fault and not cand.reload_only:
+                    cstate.rejected = Rejected(
+                        version_id=cand.version_id,
+                        fingerprint=bundle_id(cand.bundle),
+                        reason=_short(cand.problem),
+                        at=now,
+                    )
                 outcomes.append(
-                    self._failure(cand.cert, cstate, now, f"{name}: {cand.problem}", True)
+                    self._failure(
+                        cand.cert, cstate, now, f"{name}: {cand.problem}", not cand.bundle_fault
+                    )
                 )
                 continue
             cstate.reload_pending = False
@@ -638,9 +681,12 @@ class Agent:
                 cstate.last_verify_ok, cstate.verified_fingerprint = None, None
             cstate.last_change_at = now
             cstate.held_version_id = None
+            cstate.rejected = None
             cstate.pending = None
             self._record_success(cstate, now, cand.version_id)
             resumed = " (finished an install that was interrupted)" if cand.resume else ""
+            if cand.note:
+                resumed += f"; {cand.note}"
             outcomes.append(
                 Outcome(
                     name,
@@ -722,6 +768,16 @@ class Agent:
             level = logging.DEBUG
         extra = cert_fields(outcome.name, secret_arn, outcome.version_id)
         log.log(level, "%s", outcome.message, extra=extra)
+
+
+def bundle_id(bundle: CertBundle) -> str:
+    """What identifies a bundle across versions: the SHA-256 of its certificates (no key)."""
+    return hashlib.sha256(bundle.cert_pem + b"\0" + bundle.chain_pem).hexdigest()
+
+
+def _short(problem: str, limit: int = 160) -> str:
+    first = problem.split("; rolled back", 1)[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 def _remember(history: List[str], version_id: str) -> None:

@@ -52,6 +52,10 @@ _MIN_ATTEMPT_TIMEOUT_S = 0.5
 Fetch = Callable[["VerifyTarget", float], bytes]
 
 
+class TargetUnreachable(ReloadError):
+    """Nothing answers at the verify target: no proof either way about what httpd serves."""
+
+
 class ConfigTestError(CommandError):
     """The config test failed; the message joins httpd's "where" line with its "why" line."""
 
@@ -240,7 +244,7 @@ def fetch_served_leaf(target: VerifyTarget, timeout_s: float) -> bytes:
         raise ReloadError(f"TLS handshake with {target} failed: {exc.reason or exc}") from exc
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ReloadError(f"cannot connect to {target}: {reason}") from exc
+        raise TargetUnreachable(f"cannot connect to {target}: {reason}") from exc
     if not der:
         raise ReloadError(f"{target} sent no certificate")
     return der
@@ -260,7 +264,8 @@ def wait_until_served(
     Each attempt is a new connection (a graceful reload closes idle keep-alive connections and
     only new ones see the new certificate). Connection errors are retried like a wrong leaf.
     After ``timeout_s`` raise ReloadError naming the target and what it served (serial and
-    SHA-256 prefix) against what was expected, or the last connection error.
+    SHA-256 prefix) against what was expected, or TargetUnreachable with the last connection
+    error when nothing answered at the end.
 
     Failure needs an attempt that *began* after the deadline: an agent stopped (SIGSTOP, a VM
     pause) inside a handshake that began before httpd reached new connections comes back past
@@ -269,6 +274,7 @@ def wait_until_served(
     started = clock()
     deadline = started + timeout_s
     last_problem = "no attempt was made"
+    unreachable = False
     while True:
         attempt_started = clock()
         remaining = deadline - attempt_started
@@ -277,7 +283,9 @@ def wait_until_served(
             served = fetch(target, attempt_timeout)
         except (ReloadError, OSError) as exc:
             last_problem = str(exc)
+            unreachable = isinstance(exc, (TargetUnreachable, OSError))
         else:
+            unreachable = False
             if served == expected_der:
                 return clock() - started
             last_problem = (
@@ -286,7 +294,8 @@ def wait_until_served(
         if clock() >= deadline:
             if attempt_started < deadline:
                 continue  # check once more, with a handshake that starts now
-            raise ReloadError(
+            error = TargetUnreachable if unreachable else ReloadError
+            raise error(
                 f"{target} does not serve the new certificate after {timeout_s:g} s: {last_problem}"
             )
         sleep(_POLL_INTERVAL_S)

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 from certpull.bundle import CertBundle
 from certpull.config import CertConfig
 from certpull.errors import ReloadError, StoreError
-from certpull.httpd import VerifyTarget
+from certpull.httpd import TargetUnreachable, VerifyTarget
 from certpull.interfaces import ServedCheck, Server
 from certpull.pem import first_cert_der
 from certpull.store import LiveDir
@@ -42,6 +42,10 @@ class Candidate:
     # What a handshake proved after the reload: True served, False not, None not checked
     # (no verify target, or httpd not running: the files load when it starts).
     verified: Optional[bool] = None
+    # The failure is this bundle's (httpd died on it, its config test fails only with it, it is
+    # not served): it is not installed again until the secret moves on.
+    bundle_fault: bool = False
+    note: Optional[str] = None  # installed, with something to say (no proof it is served)
 
 
 class Installer:
@@ -98,11 +102,14 @@ class Installer:
         try:
             self.server.config_test()  # (6)
         except ReloadError as exc:
-            self._roll_back(active, f"httpd config test failed with the new files: {exc}")
+            self._config_test_failed(active, exc)
             return
         try:
             self.server.graceful_reload()  # (7)
         except ReloadError as exc:
+            died = self.server.known_stopped()  # the new files stopped httpd (AH02565)
+            for cand in active:
+                cand.bundle_fault = died
             self._roll_back(active, f"graceful reload failed: {exc}")
             self._restore_httpd()
             return
@@ -112,9 +119,15 @@ class Installer:
                 continue
             try:
                 self.verify(cand.cert, cand.bundle.cert_pem)
+            except TargetUnreachable as exc:
+                # Nothing answers there: no proof either way. httpd passed its config test and
+                # survived the reload with these files, so they stay; rolling back would cost a
+                # second reload on every retry, forever, while the target stays dead.
+                cand.note = f"installed, but the verify target does not answer ({exc})"
             except ReloadError as exc:
                 failed.append(cand)
                 cand.verified = False
+                cand.bundle_fault = True
                 cand.problem = f"verification failed: {exc}"
             else:
                 cand.verified = True
@@ -122,21 +135,52 @@ class Installer:
             self._roll_back(failed, None)
             self._restore_httpd()
 
+    def _config_test_failed(self, active: List[Candidate], exc: ReloadError) -> None:
+        """Step (6) failed: roll back, then test once more with the previous files, to say
+        whether the new files are the cause (they are refused until the secret moves on) or
+        httpd's configuration is broken on its own (retried later)."""
+        outcomes = {id(cand): self._undo(cand) for cand in active}
+        rolled_back = [
+            cand for cand in active if cand.previous is not None and not cand.reload_only
+        ]
+        old_files_fail: Optional[bool] = None
+        if rolled_back:
+            try:
+                self.server.config_test()
+            except ReloadError:
+                old_files_fail = True
+            else:
+                old_files_fail = False
+        for cand in active:
+            if old_files_fail is True:
+                reason = (
+                    "httpd's config test fails with the previous files too: its configuration is "
+                    f"broken, not the new certificate ({exc})"
+                )
+            elif old_files_fail is False:
+                reason = f"httpd's config test fails only with the new files: {exc}"
+                cand.bundle_fault = True
+            else:
+                reason = f"httpd config test failed with the new files: {exc}"
+            cand.problem = reason + outcomes[id(cand)]
+
     def _roll_back(self, cands: List[Candidate], problem: Optional[str]) -> None:
         for cand in cands:
             reason = problem or cand.problem or "failed"
-            if cand.reload_only:
-                cand.problem = f"{reason} (the installed files are kept)"
-                continue
-            if cand.previous is None:
-                # First install: there is nothing older to go back to; keep the files, report it.
-                cand.problem = f"{reason} (first install: no previous version to roll back to)"
-                continue
-            try:
-                cand.live.rollback(discard_current=True)
-                cand.problem = f"{reason}; rolled back to the previous version"
-            except StoreError as exc:
-                cand.problem = f"{reason}; rollback failed too: {exc}"
+            cand.problem = reason + self._undo(cand)
+
+    def _undo(self, cand: Candidate) -> str:
+        """Put the previous version back; what happened, as a suffix of the candidate's problem."""
+        if cand.reload_only:
+            return " (the installed files are kept)"
+        if cand.previous is None:
+            # First install: there is nothing older to go back to; keep the files, report it.
+            return " (first install: no previous version to roll back to)"
+        try:
+            cand.live.rollback(discard_current=True)
+        except StoreError as exc:
+            return f"; rollback failed too: {exc}"
+        return "; rolled back to the previous version"
 
     def _restore_httpd(self) -> None:
         """After a rollback, make httpd serve the old files again: reload it, or start it if the
