@@ -13,12 +13,13 @@ import hashlib
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
 from certpull.bundle import (
     CERT_FILE,
     CHAIN_FILE,
     CertBundle,
+    NotYetValid,
     chain_expiry,
     installed_bundle,
     leaf_info,
@@ -30,12 +31,15 @@ from certpull.errors import BundleError, ReloadError, SourceError, StoreError
 from certpull.httpd import wait_until_served
 from certpull.install import Candidate, Installer
 from certpull.interfaces import ServedCheck, Server, Source, StateStore
-from certpull.layout import version_label
+from certpull.layout import sanitize_label, version_label
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
 from certpull.state import CertState, Installed, Pending, Rejected, State, StateDamaged
 from certpull.store import LiveDir
 from certpull.windows import InstallWindows, install_allowed
+
+if TYPE_CHECKING:
+    from certpull.source import SecretValue
 
 log = logging.getLogger("certpull")
 
@@ -338,6 +342,9 @@ class Agent:
                 self.config.agent.urgent_before_expiry_days,
                 installed_valid=installed_not_after is not None,
             )
+            waiting = self._not_yet_valid(cert, cstate, now, version_id)
+            if waiting is not None:
+                return waiting
             if not allowed and cstate.pending and cstate.pending.version_id == version_id:
                 cstate.last_check_at = now
                 return Outcome(
@@ -349,12 +356,24 @@ class Agent:
             value = self.source.fetch_current(
                 cert.secret_arn, cert.role_arn, cert.external_id
             )  # (2)
-            bundle = validate(  # (3)
-                value.secret_string,
-                cert.policy,
-                datetime.fromtimestamp(now, timezone.utc),
-                installed_not_after,
-            )
+            if self._moved_back(cstate, live, value.version_id):
+                log.info(
+                    "%s: AWSCURRENT moved back to version %s, which this host installed before: "
+                    "installing it even if it expires earlier",
+                    cert.name,
+                    value.version_id,
+                    extra=cert_fields(cert.name),
+                )
+                installed_not_after = None
+            try:
+                bundle = validate(  # (3)
+                    value.secret_string,
+                    cert.policy,
+                    datetime.fromtimestamp(now, timezone.utc),
+                    installed_not_after,
+                )
+            except NotYetValid as early:
+                return self._pending_until(cert, cstate, now, value, early, installed_not_after)
         except SourceError as exc:
             return self._failure(
                 cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", exc.transient
@@ -583,6 +602,72 @@ class Agent:
             reload_only=True,
         )
 
+    def _not_yet_valid(
+        self, cert: CertConfig, cstate: CertState, now: float, version_id: str
+    ) -> Optional[Outcome]:
+        """AWSCURRENT is a version found valid but for its notBefore, still ahead: pending,
+        without fetching it again."""
+        pending = cstate.pending
+        if pending is None or pending.version_id != version_id or not pending.not_before:
+            return None
+        start = _aware(pending.not_before)
+        if start is None or now >= start.timestamp():
+            return None
+        cstate.last_check_at = now
+        return Outcome(
+            cert.name,
+            Status.PENDING,
+            f"{cert.name}: version {version_id} is pending until {_when(start)} (its notBefore)",
+            version_id,
+            due_at=start.timestamp(),
+        )
+
+    def _pending_until(
+        self,
+        cert: CertConfig,
+        cstate: CertState,
+        now: float,
+        value: SecretValue,
+        early: NotYetValid,
+        installed_not_after: Optional[datetime],
+    ) -> Outcome:
+        """Validation stopped at a notBefore still ahead (clock skew, fresh issuance). Checked
+        as it will be at that time: a bundle with another problem fails now, with its reason;
+        a good one is pending and installed then, not an error with backoff."""
+        start = early.not_before
+        validate(value.secret_string, cert.policy, start, installed_not_after)  # BundleError
+        cstate.pending = Pending(
+            version_id=value.version_id,
+            serial=early.leaf.serial,
+            not_after=early.leaf.not_after.isoformat(),
+            found_at=now,
+            not_before=start.isoformat(),
+        )
+        self._record_success(cstate, now, value.version_id)
+        return Outcome(
+            cert.name,
+            Status.PENDING,
+            f"{cert.name}: version {value.version_id} is valid from {_when(start)}; "
+            f"pending until {_when(start)}",
+            value.version_id,
+            due_at=start.timestamp(),
+        )
+
+    def _moved_back(self, cstate: CertState, live: LiveDir, version_id: str) -> bool:
+        """AWSCURRENT is a version this host installed before (its own history, or a version
+        directory it still keeps): the operator reverted a rotation, the AWS way. A version it
+        never installed is new, even when its certificate is older."""
+        installed = cstate.installed
+        if installed is not None and installed.version_id == version_id:
+            return False
+        if version_id in cstate.version_history:
+            return True
+        try:
+            labels = {version_label(v) for v in live.versions()}
+        except StoreError:
+            return False
+        return sanitize_label(version_id) in labels
+
     def _proven(self, cstate: CertState) -> bool:
         """A handshake showed the installed leaf served (after its last reload)."""
         installed = cstate.installed
@@ -687,6 +772,9 @@ class Agent:
             resumed = " (finished an install that was interrupted)" if cand.resume else ""
             if cand.note:
                 resumed += f"; {cand.note}"
+            cstate.warnings = list(cand.bundle.warnings)
+            for warning in cand.bundle.warnings:
+                resumed += f"; note: {warning}"
             outcomes.append(
                 Outcome(
                     name,
@@ -768,6 +856,18 @@ class Agent:
             level = logging.DEBUG
         extra = cert_fields(outcome.name, secret_arn, outcome.version_id)
         log.log(level, "%s", outcome.message, extra=extra)
+
+
+def _aware(text: str) -> Optional[datetime]:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def bundle_id(bundle: CertBundle) -> str:

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from certpull.bundle_parse import (
     CERT_LABEL,
@@ -42,7 +43,7 @@ FULLCHAIN_FILE = "fullchain.pem"
 KEY_FILE = "privkey.pem"
 
 _SUPPORTED_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
-_MAX_DETAIL_CHARS = 200
+_WEAK_HASHES = {"sha1": "SHA-1", "md5": "MD5"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,19 @@ class LeafInfo:
     not_before: dt.datetime  # timezone-aware UTC
     not_after: dt.datetime
     key_type: str  # e.g. "RSA-2048", "EC-P256"
+
+
+class NotYetValid(BundleError):
+    """The leaf's notBefore is still ahead (clock skew, a certificate issued seconds ago): the
+    agent keeps the version pending and installs it then; it is not a failure."""
+
+    def __init__(self, message: str, leaf: LeafInfo) -> None:
+        super().__init__(message)
+        self.leaf = leaf
+        self.not_before = leaf.not_before
+
+
+_MAX_DETAIL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -97,13 +111,17 @@ def validate(
     2. Parse PEM: CERTIFICATE_PEM is exactly one certificate, the chain one or more, the key one
        unencrypted private key; nothing but whitespace outside the PEM blocks.
     3. The key matches the leaf (public keys compared).
-    4. The leaf: not self-signed, a supported and strong enough key, valid at ``now``, has
-       subjectAltNames and covers ``server_name``.
-    5. The chain's shape: no leaf in it, each certificate directly issued by the next.
+    4. The leaf: not self-signed, a supported and strong enough key (RSA, not RSA-PSS: written
+       as PKCS#8 it would no longer pair with its certificate in OpenSSL; EC P-256/384/521),
+       valid at ``now`` (NotYetValid before its notBefore), has subjectAltNames and covers
+       ``server_name``.
+    5. The chain's shape: no duplicates, no leaf in it, no SHA-1 or MD5 signature below the
+       trust anchor, each certificate directly issued by the next.
     6. The chain verifies from the leaf under the web PKI profile, trusting its last certificate.
     7. No downgrade: the leaf does not expire before ``installed_not_after`` unless allowed.
     8. Re-serialise: canonical PEM, PKCS#8 key, the root dropped unless ``include_root`` or
        unless it is the only chain certificate (chain.pem must never be empty for mod_ssl).
+       A chain certificate that expires before the leaf is a warning (``CertBundle.warnings``).
     """
     _require_aware(now, "now")
     if installed_not_after is not None:
@@ -126,6 +144,8 @@ def validate(
     info = _leaf_info(leaf, names.certificate)
     _check_leaf(leaf, info, policy, now)
     # (5)
+    _check_duplicates(chain, names)
+    _check_signature_hashes(leaf, chain, names)
     _check_chain_shape(leaf, chain, names)
     # (6)
     _verify_path(leaf, chain, policy, now)
@@ -144,6 +164,13 @@ def validate(
         chain = chain[:-1]
     cert_pem = _pem(leaf)
     chain_pem = b"".join(_pem(c) for c in chain)
+    first = min(chain, key=lambda c: c.not_valid_after_utc)
+    warnings: Tuple[str, ...] = ()
+    if first.not_valid_after_utc < info.not_after:
+        warnings = (
+            f"{_dn(first.subject)} in {names.chain} expires {_when(first.not_valid_after_utc)}, "
+            f"before the certificate ({_when(info.not_after)}): renew the chain before then",
+        )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -156,6 +183,9 @@ def validate(
         key_pem=key_pem,
         leaf=info,
         certificate_arn=arn if isinstance(arn, str) and arn else None,
+        chain_not_after=first.not_valid_after_utc,
+        chain_expiring=first.subject.rfc4514_string(),
+        warnings=warnings,
     )
 
 
@@ -287,6 +317,11 @@ def _check_leaf(
     if _is_self_signed(cert):
         raise BundleError(f"{name} is self-signed; it must be issued by a CA")
     public_key = cert.public_key()
+    if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
+        raise BundleError(
+            f"{name} has an RSA-PSS key (rsassaPss), which certpull does not install: "
+            "use an ordinary RSA key or EC P-256/P-384/P-521"
+        )
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < policy.min_rsa_bits:
             raise BundleError(
@@ -300,7 +335,7 @@ def _check_leaf(
             f"{name} has an unsupported {info.key_type} key; use RSA or EC P-256/P-384/P-521"
         )
     if now < info.not_before:
-        raise BundleError(f"{name} is not valid until {_when(info.not_before)}")
+        raise NotYetValid(f"{name} is not valid until {_when(info.not_before)}", info)
     if now > info.not_after:
         raise BundleError(f"{name} expired on {_when(info.not_after)}")
     if not info.names:
@@ -392,6 +427,39 @@ def _check_chain_shape(
             raise BundleError(
                 f"{what} is issued by {_dn(cert.issuer)}, but the next certificate in "
                 f"{names.chain} is {_dn(issuer.subject)} (missing intermediate?)"
+            )
+
+
+def _check_duplicates(chain: Sequence[x509.Certificate], names: SecretFields) -> None:
+    seen: Dict[bytes, int] = {}
+    for index, cert in enumerate(chain, start=1):
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if der in seen:
+            raise BundleError(
+                f"{names.chain} holds {_dn(cert.subject)} twice (certificates {seen[der]} and "
+                f"{index}); remove the duplicate"
+            )
+        seen[der] = index
+
+
+def _check_signature_hashes(
+    leaf: x509.Certificate, chain: Sequence[x509.Certificate], names: SecretFields
+) -> None:
+    """A SHA-1 or MD5 signature is refused by name (it would otherwise surface as a signature
+    that "does not verify"). The last chain certificate is the trust anchor: its own
+    signature is never checked by clients."""
+    signed = [(leaf, names.certificate)]
+    signed += [(c, f"certificate {i + 1} of {names.chain}") for i, c in enumerate(chain[:-1])]
+    for cert, what in signed:
+        try:
+            algorithm = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            continue  # the path validation names it
+        weak = _WEAK_HASHES.get(algorithm.name) if algorithm is not None else None
+        if weak:
+            raise BundleError(
+                f"{what} is signed with {weak}, which TLS clients refuse; reissue it with "
+                "SHA-256 or better"
             )
 
 

@@ -200,6 +200,9 @@ class AgentLoop:
             else:
                 self.scheduler.record_success(name, now)
                 self.rechecks[name] = now + DRIFT_RECHECK_S
+            if outcome is not None and outcome.due_at is not None:
+                delay = max(0.0, outcome.due_at - self._wall())
+                self.scheduler.trigger(name, now + delay + 1.0, 0.0)  # e.g. at a notBefore
             if outcome is not None and outcome.status is Status.PENDING:
                 self.pending.add(name)
             elif name in self.pending:
