@@ -78,3 +78,28 @@ def test_a_second_run_is_refused_while_one_runs(site: Site, daemon: Daemon) -> N
         third.wait_ready()
     finally:
         assert third.stop() == 0
+
+
+def test_a_pid_reused_by_another_process_is_not_a_running_daemon(
+    site: Site, daemon: Daemon
+) -> None:
+    import json
+    import signal
+    import subprocess
+
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait()
+    stranger = subprocess.Popen(["sleep", "60"])  # the kernel gave the daemon's pid away
+    try:
+        path = site.state_dir / "state.json"
+        body = json.loads(path.read_text())
+        assert body["daemon"]["start_ticks"]  # recorded by the daemon at start
+        body["daemon"]["pid"] = stranger.pid
+        path.write_text(json.dumps(body))
+        code, status = site.status_json()
+        report = status["daemon"]  # type: ignore[index]
+        assert report["running"] is False and code == 1
+        assert f"pid {stranger.pid} now belongs to another process" in report["problem"]
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -201,3 +201,37 @@ def test_a_dead_verify_target_costs_one_reload_per_version_not_two_per_retry(sit
     assert site.reloads() == reloads + 1
     cert = www(site)
     assert cert["served"] == "installed, not yet served"
+
+
+# -- reverting a rotation, the AWS way --------------------------------------------------------
+
+
+def test_awscurrent_moved_back_to_the_previous_version_is_installed_not_refused(
+    site: Site,
+) -> None:
+    version_a = site.state()["certs"]["www"]["installed"]["version_id"]  # type: ignore[index]
+    leaf_b = site.pki.leaf(slot=8, days=120)  # expires after A: a normal renewal
+    version_b = site.put(leaf_b)
+    assert site.certpull("sync").returncode == 0 and site.serves(leaf_b.der)
+    site.aws.client("secretsmanager").update_secret_version_stage(
+        SecretId=site.secret_arn,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=version_a,
+        RemoveFromVersionId=version_b,
+    )
+    done = site.certpull("sync")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert site.serves(first(site).der)
+    older = site.pki.leaf(slot=9, days=30)  # an older certificate arriving as a new version
+    version_c = site.put(older)
+    # moto 5 leaves AWSCURRENT on A too after a put that follows update_secret_version_stage;
+    # AWS moves it to the new version, as this does:
+    site.aws.client("secretsmanager").update_secret_version_stage(
+        SecretId=site.secret_arn,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=version_c,
+        RemoveFromVersionId=version_a,
+    )
+    refused = site.certpull("sync")
+    assert refused.returncode == 1 and "before the installed certificate" in refused.stdout
+    assert site.serves(first(site).der)
