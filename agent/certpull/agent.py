@@ -193,7 +193,8 @@ class Agent:
         secret's AWSCURRENT moves to another version. Each step is durable before the next:
 
         1. Find the version to go back to; none: fail, nothing changed.
-        2. Save the hold and the rollback's target (`rollback_to`).
+        2. Save the hold (also next to the versions, as `..held`: it survives a lost
+           state.json) and the rollback's target (`rollback_to`).
         3. Switch the files; save the target as installed, with `reload_pending`.
         4. Config test, reload, verify; save the outcome.
 
@@ -223,6 +224,7 @@ class Agent:
                     else version_label(active)
                 )
                 cstate.rollback_to = target
+                live.set_hold(cstate.held_version_id)
                 self.state_file.save(state)  # (2)
                 self._finish_rollback(cert, cstate, live)  # (3)
                 self.state_file.save(state)
@@ -515,6 +517,10 @@ class Agent:
             self._finish_rollback(cert, cstate, live)
         if cstate.installed is not None:
             return
+        with contextlib.suppress(StoreError):
+            held = live.hold()
+            if held and held != version_label(live.current() or ""):
+                cstate.held_version_id = held
         try:
             active = live.current()
             if active is None or live.verify_links():
@@ -563,6 +569,8 @@ class Agent:
                 )
                 cstate.rollback_to = None
                 cstate.held_version_id = None
+                with contextlib.suppress(StoreError):
+                    live.set_hold(None)
                 return
             if live.rollback_target() == target:
                 live.rollback(discard_current=True)
@@ -760,6 +768,11 @@ class Agent:
                 cand.bundle.certificate_arn,
             )
             _remember(cstate.version_history, cand.version_id)
+            try:
+                if cstate.held_version_id is not None or cand.live.hold() is not None:
+                    cand.live.set_hold(None)
+            except StoreError as exc:
+                log.warning("%s: cannot clear the hold: %s", name, exc)
             if cand.verified is not None:
                 self._record_verified(cstate, cand.cert, cand.verified)
             else:  # not proven served (no target, or httpd down: loaded when it starts)

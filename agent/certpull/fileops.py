@@ -237,6 +237,16 @@ class Dir:
         with io_errors("remove", self.join(name)):
             self.fs.rmtree(name, self.fd)
 
+    def remove(self, name: str) -> None:
+        """Remove ``name`` whatever it is (a directory with everything in it); fine if absent."""
+        st = self.lstat(name)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.rmtree(name)
+        else:
+            self.unlink_if_present(name)
+
     def fsync(self) -> None:
         with io_errors("sync directory", self.path):
             self.fs.fsync(self.fd)

@@ -19,6 +19,7 @@ from certpull.errors import StoreError
 from certpull.fileops import Dir, FileOps, UnsafePath, io_errors, open_trusted_dir
 from certpull.layout import (
     DATA_LINK,
+    HOLD_NOTE,
     MANIFEST,
     Manifest,
     decode_manifest,
@@ -155,6 +156,17 @@ class LiveView:
             with self._require_version(d, chosen) as vdir:
                 names = self._names_in(vdir)
                 return {name: vdir.read_file(name, MAX_FILE_BYTES) for name in names}
+
+    def hold(self) -> Optional[str]:
+        """The version id recorded as held after a rollback (``..held``), if any."""
+        with self._dir() as d:
+            if d is None or d.lstat(HOLD_NOTE) is None:
+                return None
+            try:
+                text = d.read_file(HOLD_NOTE, 256).decode("ascii", "replace").strip()
+            except StoreError:
+                return None
+        return text or None
 
     def verify_links(self) -> List[str]:
         """Problems with the active set (missing/replaced links, edited files, modes); [] if intact."""

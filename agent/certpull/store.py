@@ -29,6 +29,7 @@ from certpull.fileops import Dir, FileOps, io_errors, reason
 from certpull.layout import (
     DATA_LINK,
     DATA_TMP,
+    HOLD_NOTE,
     LINK_TMP,
     MANIFEST,
     NS_PER_S,
@@ -207,7 +208,8 @@ class LiveDir(LiveView):
     def recover(self) -> List[str]:
         """Clean what a crash can leave behind; return the names removed. Idempotent.
 
-        Removes ``..staging.*``, a stale ``..data_tmp`` / ``..link_tmp`` and version dirs that are
+        Removes ``..staging.*``, a stale ``..data_tmp`` / ``..link_tmp`` / ``..held.tmp`` (whatever
+        they are, directories included) and version dirs that are
         incomplete; recreates missing user-visible links. Never touches the active version, nor
         a directory certpull did not make.
         """
@@ -219,8 +221,8 @@ class LiveDir(LiveView):
                 if entry.startswith(STAGING_PREFIX):
                     d.rmtree(entry)
                     removed.append(entry)
-                elif entry in (DATA_TMP, LINK_TMP):
-                    d.unlink_if_present(entry)
+                elif entry in (DATA_TMP, LINK_TMP, HOLD_NOTE + ".tmp"):
+                    d.remove(entry)
                     removed.append(entry)
             try:
                 active = self._current_in(d)
@@ -278,15 +280,34 @@ class LiveDir(LiveView):
         return previous
 
     def _swap_data_link(self, d: Dir, version: str) -> None:
-        d.unlink_if_present(DATA_TMP)
+        d.remove(DATA_TMP)
         d.symlink(version, DATA_TMP)  # (4a)
         st = d.lstat(DATA_LINK)
         if st is not None and stat.S_ISDIR(st.st_mode):
-            # Not ours to keep (a restore that dereferenced links?): moved where recover() cleans.
-            aside = STAGING_PREFIX + "displaced-data." + secrets.token_hex(4)
-            log.warning("%s is a directory; moving it aside as %s", d.join(DATA_LINK), aside)
-            d.rename(DATA_LINK, aside)
+            self._displace(d, DATA_LINK)  # a restore that dereferenced the links?
         d.rename(DATA_TMP, DATA_LINK)  # (4b)
+
+    def _displace(self, d: Dir, name: str) -> None:
+        """A directory where certpull keeps a link is not ours to keep: move it where
+        recover() cleans up (a ``..staging.`` name), so the link can take its place."""
+        aside = f"{STAGING_PREFIX}displaced-{name.strip('.')}.{secrets.token_hex(4)}"
+        log.warning("%s is a directory; moving it aside as %s", d.join(name), aside)
+        d.rename(name, aside)
+
+    def set_hold(self, version_id: Optional[str]) -> None:
+        """Record (or clear, with None) the version the operator rolled back from, next to the
+        versions (``..held``): state.json is a cache, and a hold must survive losing it."""
+        with self._locked(create=False) as d:
+            if d is None:
+                return
+            if version_id is None:
+                d.unlink_if_present(HOLD_NOTE)
+                return
+            tmp = HOLD_NOTE + ".tmp"
+            d.remove(tmp)
+            self._create_file(d, tmp, version_id.encode() + b"\n", 0o644, chown=False)
+            d.rename(tmp, HOLD_NOTE)
+            d.fsync()
 
     def _restore_quietly(self, d: Dir, previous: str) -> None:
         try:
@@ -312,8 +333,8 @@ class LiveDir(LiveView):
             if st is not None and missing_only:
                 continue
             if st is not None and stat.S_ISDIR(st.st_mode):
-                raise StoreError(f"{d.join(name)} is a directory; expected a link to {want}")
-            d.unlink_if_present(LINK_TMP)
+                self._displace(d, name)  # someone's directory under the name of a live file
+            d.remove(LINK_TMP)
             d.symlink(want, LINK_TMP)
             d.rename(LINK_TMP, name, what="replace")
             changed = True

@@ -301,3 +301,53 @@ def test_the_daemon_record_of_a_second_run_is_not_written(world: Any) -> None:
     with StateFile(str(tmp / "state")).daemon_lock(pid=333):  # released with its holder
         pass
     assert arn("a")  # the fixture's config is untouched
+
+
+# -- beyond the list: foreign entries under certpull's own names ------------------------------
+
+
+def _dir_named(name: str) -> Any:
+    def damage(live: Path) -> None:
+        target = live / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        target.mkdir()
+        (target / "junk").write_text("x")
+
+    damage.__name__ = f"a directory named {name}"
+    return damage
+
+
+@pytest.mark.parametrize("name", ["..data_tmp", "..link_tmp", "cert.pem", "privkey.pem"])
+def test_a_directory_planted_under_one_of_certpulls_names_does_not_wedge_it(
+    world: Any, name: str
+) -> None:
+    agent, source, httpd, _served, tmp = world
+    install_both(agent, source, httpd)
+    _dir_named(name)(tmp / "live" / "a")
+    assert agent.recover() == [] or True  # recovery must not raise either
+    leaf = PKI.leaf(slot=34)
+    put(source, "a", "a2", leaf)
+    report = agent.sync(["a"])
+    assert statuses(report) == {"a": Status.INSTALLED}, report.outcomes
+    assert live_cert(tmp, "a") == leaf.pem.encode()
+    assert agent.live_dir_for(agent.config.cert("a")).verify_links() == []
+
+
+def test_a_hold_survives_a_lost_state_file(world: Any) -> None:
+    agent, source, _httpd, _served, tmp = world
+    first, second = PKI.leaf(slot=10), PKI.leaf(slot=12, days=120)  # a2 outlives a3: no downgrade
+    put(source, "a", "a1", first)
+    agent.sync(["a"])
+    put(source, "a", "a2", second)
+    agent.sync(["a"])
+    assert agent.rollback("a").status == Status.INSTALLED
+    state_path(tmp).unlink()  # the operator's hold must not go with it
+    assert statuses(agent.sync(["a"])) == {"a": Status.HELD}
+    assert live_cert(tmp, "a") == first.pem.encode()
+    third = PKI.leaf(slot=13)
+    put(source, "a", "a3", third)  # the secret moves on: installed, and the hold is gone
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    state_path(tmp).unlink()
+    put(source, "a", "a2", second)  # AWSCURRENT back on a2 later: no stale hold blocks it
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
