@@ -81,8 +81,13 @@ class Agent:
         names: Optional[Sequence[str]] = None,
         dry_run: bool = False,
         windows: Optional[InstallWindows] = None,
+        retry_refused: bool = False,
     ) -> PassReport:
         """One pass: check, fetch, validate, install, reload, verify; roll back what fails.
+
+        A bundle httpd refused (it stopped httpd, failed the config test alone, was not served)
+        is not installed again until AWSCURRENT moves to another bundle, unless
+        ``retry_refused`` (`certpull sync --retry-refused`, once its cause is fixed).
 
         0. Heal the record: a state.json that cannot be read is kept aside and rebuilt from the
            live directories (the active version's manifest and files); an interrupted rollback
@@ -111,6 +116,9 @@ class Agent:
             state = self._load_state()
             report = PassReport()
             candidates: List[Candidate] = []
+            if retry_refused and not dry_run:
+                for cert in certs:
+                    state.cert(cert.name).rejected = None
             for cert in certs:
                 prepared = self._prepare(cert, state, dry_run, windows)  # (1)-(4)
                 if isinstance(prepared, Candidate):

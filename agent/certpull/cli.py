@@ -96,6 +96,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--dry-run", action="store_true", help="fetch and validate, change nothing")
     sync.add_argument(
+        "--retry-refused",
+        action="store_true",
+        help="install even a bundle httpd refused before (it stopped httpd, failed the config "
+        "test alone or was not served), once its cause is fixed",
+    )
+    sync.add_argument(
         "names", nargs="*", metavar="NAME", help="[cert:NAME] sections (default: all)"
     )
 
@@ -206,7 +212,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if not args.dry_run:
         for problem in agent.recover():  # an interrupted earlier run leaves staging dirs behind
             print(f"certpull: {problem}", file=sys.stderr)
-    report = agent.sync(args.names or None, dry_run=args.dry_run)
+    report = agent.sync(args.names or None, dry_run=args.dry_run, retry_refused=args.retry_refused)
     return _print_outcomes(report.outcomes)
 
 

@@ -93,6 +93,7 @@ class Passes(Protocol):
         names: Optional[Sequence[str]] = None,
         dry_run: bool = False,
         windows: Optional[InstallWindows] = None,
+        retry_refused: bool = False,
     ) -> PassReport: ...
 
     def drifted(self, name: str) -> bool: ...

@@ -59,6 +59,7 @@ class FakeHttpd:
         self.calls: List[str] = []
         self.running = True
         self.fail_config_test = False
+        self.config_test_failures = -1  # how many config tests fail while fail_config_test; -1: all
         self.fail_reloads = 0
         self.loaded: Dict[str, Optional[bytes]] = {}
 
@@ -67,7 +68,8 @@ class FakeHttpd:
 
     def config_test(self) -> None:
         self.calls.append("configtest")
-        if self.fail_config_test:
+        if self.fail_config_test and self.config_test_failures != 0:
+            self.config_test_failures -= 1
             raise ReloadError("`apachectl configtest` exited 1: AH00526: Syntax error")
 
     def graceful_reload(self) -> None:

@@ -351,3 +351,28 @@ def test_a_hold_survives_a_lost_state_file(world: Any) -> None:
     state_path(tmp).unlink()
     put(source, "a", "a2", second)  # AWSCURRENT back on a2 later: no stale hold blocks it
     assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+
+
+def test_a_refused_bundle_is_not_retried_until_the_operator_asks(
+    world: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent, source, httpd, _served, tmp = world
+    install_both(agent, source, httpd)
+    before = live_cert(tmp, "a")
+    leaf = PKI.leaf(slot=35)
+    put(source, "a", "a2", leaf)
+    httpd.fail_config_test = True  # ... only with the new files: the fake fails every test, so
+    httpd.config_test_failures = 1  # let the second one (with the previous files) pass
+    assert statuses(agent.sync(["a"])) == {"a": Status.FAILED}
+    assert saved(tmp)["certs"]["a"]["rejected"]["version_id"] == "a2"
+    httpd.fail_config_test = False  # the operator fixed what made httpd refuse it
+    httpd.calls.clear()
+    report = agent.sync(["a"])
+    assert (
+        statuses(report) == {"a": Status.FAILED}
+        and "not installing it again" in report.outcomes[0].message
+    )
+    assert httpd.calls == [] and live_cert(tmp, "a") == before
+    assert statuses(agent.sync(["a"], retry_refused=True)) == {"a": Status.INSTALLED}
+    assert live_cert(tmp, "a") == leaf.pem.encode()
+    assert saved(tmp)["certs"]["a"]["rejected"] is None
