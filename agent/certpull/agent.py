@@ -45,6 +45,9 @@ log = logging.getLogger("certpull")
 
 LiveDirFactory = Callable[[CertConfig], LiveDir]
 QUICK_VERIFY_S = 2.0  # one look at what is served, when nothing was reloaded
+# A notBefore at most this far ahead (clock skew, a certificate issued a moment ago) is pending
+# until then; further ahead is refused like any invalid certificate.
+NOT_BEFORE_PENDING_S = 3600.0
 HISTORY_LEN = 20
 CompatFactory = Callable[[CertConfig], CompatLinks]
 
@@ -383,6 +386,8 @@ class Agent:
                     installed_not_after,
                 )
             except NotYetValid as early:
+                if early.not_before.timestamp() - now > NOT_BEFORE_PENDING_S:
+                    raise  # not skew nor a fresh issuance: a BundleError, reported below
                 return self._pending_until(cert, cstate, now, value, early, installed_not_after)
         except SourceError as exc:
             return self._failure(
@@ -647,7 +652,8 @@ class Agent:
         early: NotYetValid,
         installed_not_after: Optional[datetime],
     ) -> Outcome:
-        """Validation stopped at a notBefore still ahead (clock skew, fresh issuance). Checked
+        """Validation stopped at a notBefore at most NOT_BEFORE_PENDING_S ahead (clock skew, a
+        fresh issuance). Checked
         as it will be at that time: a bundle with another problem fails now, with its reason;
         a good one is pending and installed then, not an error with backoff."""
         start = early.not_before

@@ -40,6 +40,16 @@ def test_a_not_before_slightly_ahead_is_pending_then_installed(world: Any) -> No
     assert live_cert(tmp, "a") == fresh.pem.encode()
 
 
+def test_a_not_before_far_ahead_is_refused_not_pending(world: Any) -> None:
+    agent, source, _httpd, _served, _tmp = world
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    agent.sync(["a"])
+    put(source, "a", "a2", PKI.leaf(slot=55, not_before=now() + dt.timedelta(days=1)))
+    report = agent.sync(["a"])
+    assert statuses(report) == {"a": Status.FAILED}
+    assert "is not valid until" in report.outcomes[0].message
+
+
 def install_two(world: Any) -> tuple:  # type: ignore[type-arg]
     agent, source, _httpd, _served, _tmp = world
     older = PKI.leaf(slot=51, days=60)
