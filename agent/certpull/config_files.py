@@ -16,14 +16,15 @@ from typing import List
 
 from certpull.config import Config, load_config
 from certpull.errors import ConfigError
+from certpull.fileops import read_regular_file
 
 DROPIN_DIR = "conf.d"
 DROPIN_SUFFIX = ".conf"
 
 
 def read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+    """A config file's text; a FIFO or directory in its place is an error, not a hang."""
+    return read_regular_file(path).decode("utf-8")
 
 
 def dropin_dir(main_path: str) -> str:

@@ -185,8 +185,10 @@ class Dir:
         return self.fs.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
 
     def read_file(self, name: str, limit: Optional[int] = None) -> bytes:
+        """The bytes of the regular file ``name``; a FIFO, device, directory or symlink there
+        is an error, never a read that blocks or follows."""
         with io_errors("read", self.join(name)):
-            fd = self.open(name, os.O_RDONLY)
+            fd = self.open(name, os.O_RDONLY | os.O_NONBLOCK)
             try:
                 if not stat.S_ISREG(self.fs.fstat(fd).st_mode):
                     raise OSError(errno.EINVAL, "not a regular file")
@@ -424,3 +426,24 @@ def resolve_group(group: Optional[str]) -> Optional[int]:
         return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     except KeyError:
         raise StoreError(f"group {group!r} does not exist on this host") from None
+
+
+def read_regular_file(path: str, limit: int = 1 << 20) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks followed, as a reader like httpd
+    would); OSError for anything else: a FIFO there must not block the reader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+    finally:
+        os.close(fd)

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import (
@@ -267,8 +268,11 @@ class StateFile:
         if d is None:
             return State()
         with d:
-            if d.lstat(STATE_FILE) is None:
+            st = d.lstat(STATE_FILE)
+            if st is None:
                 return State()
+            if not stat.S_ISREG(st.st_mode):
+                raise StateDamaged(f"{self.path} is damaged (it is not a regular file)")
             text = d.read_file(STATE_FILE, MAX_STATE_BYTES)
         try:
             return State.from_json(text.decode("utf-8"))

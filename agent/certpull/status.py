@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from certpull.config import Config
+from certpull.fileops import read_regular_file
 from certpull.pem import cert_fingerprint
 from certpull.procinfo import boot_id as read_boot_id
 from certpull.procinfo import process_identity as read_process_identity
@@ -307,8 +308,7 @@ def _daemon_report(
 
 
 def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+    return read_regular_file(path)
 
 
 def build_report(

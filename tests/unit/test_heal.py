@@ -376,3 +376,52 @@ def test_a_refused_bundle_is_not_retried_until_the_operator_asks(
     assert statuses(agent.sync(["a"], retry_refused=True)) == {"a": Status.INSTALLED}
     assert live_cert(tmp, "a") == leaf.pem.encode()
     assert saved(tmp)["certs"]["a"]["rejected"] is None
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
+def test_a_state_file_that_is_not_a_file_is_kept_aside_and_rebuilt(world: Any, kind: str) -> None:
+    agent, source, httpd, _served, tmp = world
+    install_both(agent, source, httpd)
+    path = state_path(tmp)
+    path.unlink()
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "symlink":
+        (tmp / "elsewhere.json").write_text("{}")
+        os.symlink(tmp / "elsewhere.json", path)
+    else:
+        os.mkfifo(path)
+    assert statuses(agent.sync()) == {"a": Status.CURRENT, "b": Status.CURRENT}
+    assert saved(tmp)["certs"]["a"]["installed"]["version_id"] == "a1"
+    assert not path.is_symlink() and path.is_file()
+    if kind == "symlink":
+        assert (tmp / "elsewhere.json").read_text() == "{}"
+
+
+def _returns_within(seconds: float, call: Any) -> Any:
+    """Run ``call`` on a thread; fail (instead of hanging the suite) if it blocks."""
+    import threading
+
+    result: list = []  # type: ignore[type-arg]
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked (a FIFO opened for reading?)"
+    return result[0]
+
+
+def test_a_fifo_in_place_of_a_live_file_or_the_config_never_blocks(
+    world: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent, source, httpd, _served, tmp = world
+    install_both(agent, source, httpd)
+    write_config(tmp, agent)
+    os.unlink(tmp / "live" / "a" / "cert.pem")
+    os.mkfifo(tmp / "live" / "a" / "cert.pem")
+    code = _returns_within(10, lambda: main(["-c", str(tmp / "c.conf"), "status"]))
+    assert code == 2 and "live cert.pem is missing" in capsys.readouterr().out
+    assert _returns_within(10, agent.sync) is not None  # the pass repairs the link
+    fifo_conf = tmp / "fifo.conf"
+    os.mkfifo(fifo_conf)
+    code = _returns_within(10, lambda: main(["-c", str(fifo_conf), "check-config"]))
+    assert code == 2 and "is not a regular file" in capsys.readouterr().err
