@@ -9,8 +9,11 @@ import datetime as dt
 import functools
 import ipaddress
 import json
+import os
+import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -198,3 +201,69 @@ class Pki:
 
     def secret_string(self, leaf: Optional[Issued] = None, **overrides: object) -> str:
         return json.dumps(self.secret(leaf, **overrides))
+
+
+def openssl_leaf(
+    issuer: Issued,
+    workdir: os.PathLike[str],
+    algorithm: str = "RSA",
+    digest: str = "sha256",
+    names: Sequence[str] = ("www.example.com", "127.0.0.1"),
+    days: int = 90,
+    bits: int = 2048,
+) -> Tuple[str, str]:
+    """(leaf PEM, key PEM) made by the openssl CLI, for what cryptography will not make: an
+    RSA-PSS subject key, a SHA-1 signature. ``issuer`` signs it with ``digest``."""
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = work / "ca.key", work / "ca.pem"
+    ca_key.write_bytes(
+        issuer.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    os.chmod(ca_key, 0o600)
+    ca_cert.write_text(issuer.pem)
+    key, csr, cert, ext = (work / n for n in ("leaf.key", "leaf.csr", "leaf.pem", "leaf.ext"))
+    sans = ",".join(
+        f"IP:{n}" if n.replace(".", "").isdigit() or ":" in n else f"DNS:{n}" for n in names
+    )
+    ext.write_text(
+        f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n"
+    )
+
+    def run(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=60)
+
+    run("genpkey", "-algorithm", algorithm, "-pkeyopt", f"rsa_keygen_bits:{bits}", "-out", str(key))
+    run("req", "-new", "-key", str(key), "-subj", f"/CN={names[0]}", "-out", str(csr))
+    run(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+        "-CAcreateserial", f"-{digest}", "-days", str(days), "-extfile", str(ext),
+        "-out", str(cert),
+    )  # fmt: skip
+    return cert.read_text(), key.read_text()
+
+
+def pkcs12_text(cert_pem: str, key_pem: str, chain_pem: str, workdir: os.PathLike[str]) -> str:
+    """What `openssl pkcs12 -nodes` prints for a bundle: PEM blocks with `Bag Attributes`
+    preambles (how many operators export a certificate from a .pfx)."""
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "c.pem").write_text(cert_pem)
+    (work / "k.pem").write_text(key_pem)
+    (work / "ch.pem").write_text(chain_pem)
+    p12 = work / "b.p12"
+    subprocess.run(
+        ["openssl", "pkcs12", "-export", "-in", str(work / "c.pem"), "-inkey", str(work / "k.pem"),
+         "-certfile", str(work / "ch.pem"), "-name", "www", "-passout", "pass:x", "-out", str(p12)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    done = subprocess.run(
+        ["openssl", "pkcs12", "-in", str(p12), "-passin", "pass:x", "-nodes"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout

@@ -15,13 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from certpull.bundle_parse import (
     CERT_LABEL,
@@ -42,7 +43,7 @@ FULLCHAIN_FILE = "fullchain.pem"
 KEY_FILE = "privkey.pem"
 
 _SUPPORTED_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
-_MAX_DETAIL_CHARS = 200
+_WEAK_HASHES = {"sha1": "SHA-1", "md5": "MD5"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class LeafInfo:
     key_type: str  # e.g. "RSA-2048", "EC-P256"
 
 
+class NotYetValid(BundleError):
+    """The leaf's notBefore is still ahead (clock skew, a certificate issued seconds ago): the
+    agent keeps the version pending and installs it then; it is not a failure."""
+
+    def __init__(self, message: str, leaf: LeafInfo) -> None:
+        super().__init__(message)
+        self.leaf = leaf
+        self.not_before = leaf.not_before
+
+
+_MAX_DETAIL_CHARS = 200
+
+
 @dataclass(frozen=True)
 class CertBundle:
     """A validated bundle in canonical PEM (LF line endings), ready to be written as four files."""
@@ -69,6 +83,10 @@ class CertBundle:
     key_pem: bytes = field(repr=False)  # unencrypted PKCS#8
     leaf: LeafInfo
     certificate_arn: Optional[str] = None
+    # The chain certificate served with the leaf that expires first (None: no chain served).
+    chain_not_after: Optional[dt.datetime] = None
+    chain_expiring: str = ""
+    warnings: Tuple[str, ...] = ()  # installable, but worth a line in the log and in status
 
     def files(self) -> Dict[str, bytes]:
         """The live directory's file names mapped to their content."""
@@ -93,13 +111,17 @@ def validate(
     2. Parse PEM: CERTIFICATE_PEM is exactly one certificate, the chain one or more, the key one
        unencrypted private key; nothing but whitespace outside the PEM blocks.
     3. The key matches the leaf (public keys compared).
-    4. The leaf: not self-signed, a supported and strong enough key, valid at ``now``, has
-       subjectAltNames and covers ``server_name``.
-    5. The chain's shape: no leaf in it, each certificate directly issued by the next.
+    4. The leaf: not self-signed, a supported and strong enough key (RSA, not RSA-PSS: written
+       as PKCS#8 it would no longer pair with its certificate in OpenSSL; EC P-256/384/521),
+       valid at ``now`` (NotYetValid before its notBefore), has subjectAltNames and covers
+       ``server_name``.
+    5. The chain's shape: no duplicates, no leaf in it, no SHA-1 or MD5 signature below the
+       trust anchor, each certificate directly issued by the next.
     6. The chain verifies from the leaf under the web PKI profile, trusting its last certificate.
     7. No downgrade: the leaf does not expire before ``installed_not_after`` unless allowed.
     8. Re-serialise: canonical PEM, PKCS#8 key, the root dropped unless ``include_root`` or
        unless it is the only chain certificate (chain.pem must never be empty for mod_ssl).
+       A chain certificate that expires before the leaf is a warning (``CertBundle.warnings``).
     """
     _require_aware(now, "now")
     if installed_not_after is not None:
@@ -122,6 +144,8 @@ def validate(
     info = _leaf_info(leaf, names.certificate)
     _check_leaf(leaf, info, policy, now)
     # (5)
+    _check_duplicates(chain, names)
+    _check_signature_hashes(leaf, chain, names)
     _check_chain_shape(leaf, chain, names)
     # (6)
     _verify_path(leaf, chain, policy, now)
@@ -140,6 +164,13 @@ def validate(
         chain = chain[:-1]
     cert_pem = _pem(leaf)
     chain_pem = b"".join(_pem(c) for c in chain)
+    first = min(chain, key=lambda c: c.not_valid_after_utc)
+    warnings: Tuple[str, ...] = ()
+    if first.not_valid_after_utc < info.not_after:
+        warnings = (
+            f"{_dn(first.subject)} in {names.chain} expires {_when(first.not_valid_after_utc)}, "
+            f"before the certificate ({_when(info.not_after)}): renew the chain before then",
+        )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -152,6 +183,41 @@ def validate(
         key_pem=key_pem,
         leaf=info,
         certificate_arn=arn if isinstance(arn, str) and arn else None,
+        chain_not_after=first.not_valid_after_utc,
+        chain_expiring=first.subject.rfc4514_string(),
+        warnings=warnings,
+    )
+
+
+def chain_expiry(chain_pem: bytes) -> Tuple[Optional[dt.datetime], str]:
+    """(notAfter, subject) of the certificate in ``chain_pem`` that expires first; (None, "")
+    for an empty chain. BundleError when it cannot be parsed."""
+    try:
+        text = chain_pem.decode("ascii")
+    except UnicodeDecodeError:
+        raise BundleError("chain.pem is not ASCII PEM text") from None
+    if not text.strip():
+        return None, ""
+    certs = [load_certificate(b, "chain.pem") for b in pem_blocks(text, "chain.pem")]
+    first = min(certs, key=lambda c: c.not_valid_after_utc)
+    return first.not_valid_after_utc, first.subject.rfc4514_string()
+
+
+def installed_bundle(files: Mapping[str, bytes]) -> CertBundle:
+    """The CertBundle of files certpull installed (validated when they were), to reload and
+    verify them again without fetching the secret. BundleError when they are not readable."""
+    missing = [n for n in (CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE) if n not in files]
+    if missing:
+        raise BundleError(f"the installed version lacks {', '.join(missing)}")
+    chain_not_after, chain_expiring = chain_expiry(files[CHAIN_FILE])
+    return CertBundle(
+        cert_pem=files[CERT_FILE],
+        chain_pem=files[CHAIN_FILE],
+        fullchain_pem=files[FULLCHAIN_FILE],
+        key_pem=files[KEY_FILE],
+        leaf=leaf_info(files[CERT_FILE]),
+        chain_not_after=chain_not_after,
+        chain_expiring=chain_expiring,
     )
 
 
@@ -251,6 +317,11 @@ def _check_leaf(
     if _is_self_signed(cert):
         raise BundleError(f"{name} is self-signed; it must be issued by a CA")
     public_key = cert.public_key()
+    if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
+        raise BundleError(
+            f"{name} has an RSA-PSS key (rsassaPss), which certpull does not install: "
+            "use an ordinary RSA key or EC P-256/P-384/P-521"
+        )
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < policy.min_rsa_bits:
             raise BundleError(
@@ -264,7 +335,7 @@ def _check_leaf(
             f"{name} has an unsupported {info.key_type} key; use RSA or EC P-256/P-384/P-521"
         )
     if now < info.not_before:
-        raise BundleError(f"{name} is not valid until {_when(info.not_before)}")
+        raise NotYetValid(f"{name} is not valid until {_when(info.not_before)}", info)
     if now > info.not_after:
         raise BundleError(f"{name} expired on {_when(info.not_after)}")
     if not info.names:
@@ -356,6 +427,39 @@ def _check_chain_shape(
             raise BundleError(
                 f"{what} is issued by {_dn(cert.issuer)}, but the next certificate in "
                 f"{names.chain} is {_dn(issuer.subject)} (missing intermediate?)"
+            )
+
+
+def _check_duplicates(chain: Sequence[x509.Certificate], names: SecretFields) -> None:
+    seen: Dict[bytes, int] = {}
+    for index, cert in enumerate(chain, start=1):
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if der in seen:
+            raise BundleError(
+                f"{names.chain} holds {_dn(cert.subject)} twice (certificates {seen[der]} and "
+                f"{index}); remove the duplicate"
+            )
+        seen[der] = index
+
+
+def _check_signature_hashes(
+    leaf: x509.Certificate, chain: Sequence[x509.Certificate], names: SecretFields
+) -> None:
+    """A SHA-1 or MD5 signature is refused by name (it would otherwise surface as a signature
+    that "does not verify"). The last chain certificate is the trust anchor: its own
+    signature is never checked by clients."""
+    signed = [(leaf, names.certificate)]
+    signed += [(c, f"certificate {i + 1} of {names.chain}") for i, c in enumerate(chain[:-1])]
+    for cert, what in signed:
+        try:
+            algorithm = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            continue  # the path validation names it
+        weak = _WEAK_HASHES.get(algorithm.name) if algorithm is not None else None
+        if weak:
+            raise BundleError(
+                f"{what} is signed with {weak}, which TLS clients refuse; reissue it with "
+                "SHA-256 or better"
             )
 
 

@@ -25,6 +25,10 @@ _ENCRYPTED_KEY_LABEL = "ENCRYPTED PRIVATE KEY"
 _EC_PARAMETERS_LABEL = "EC PARAMETERS"  # `openssl ecparam -genkey` writes it before a SEC1 key
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)\n?-----END \1-----", re.DOTALL)
 _TRAILING_BLANKS = re.compile(r"[ \t]+$", re.MULTILINE)
+# What `openssl pkcs12 -nodes` prints before each block: a "Bag Attributes" (or "Key
+# Attributes") header, its indented attributes, and subject= / issuer= lines. Nothing else.
+_PKCS12_HEADER = re.compile(r"^(?:Bag|Key) Attributes(?::.*)?$")
+_PKCS12_LINE = re.compile(r"^(?:(?:Bag|Key) Attributes(?::.*)?|subject=.*|issuer=.*|[ \t]+\S.*)$")
 
 
 PrivateKey = Union[
@@ -130,7 +134,8 @@ def required_text(doc: Dict[str, Any], name: str) -> str:
 
 
 def pem_blocks(text: str, name: str) -> List[PemBlock]:
-    """Split PEM text into blocks, refusing anything but whitespace around and between them."""
+    """Split PEM text into blocks, refusing anything but whitespace around and between them,
+    or the `Bag Attributes` preamble `openssl pkcs12 -nodes` prints before each block."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _TRAILING_BLANKS.sub("", text)
     blocks: List[PemBlock] = []
@@ -152,12 +157,19 @@ def pem_blocks(text: str, name: str) -> List[PemBlock]:
 def _check_gap(gap: str, name: str, after_last: bool, first: bool) -> None:
     if not gap.strip():
         return
+    if not after_last and _is_pkcs12_preamble(gap):
+        return
     if "-----BEGIN" in gap:
         raise BundleError(f"{name} has a PEM block without its END line (truncated?)")
     if after_last:
         raise BundleError(f"{name} has text after its last PEM block")
     where = "before its first PEM block" if first else "between its PEM blocks"
     raise BundleError(f"{name} has text {where}")
+
+
+def _is_pkcs12_preamble(gap: str) -> bool:
+    lines = [line for line in gap.split("\n") if line.strip()]
+    return bool(_PKCS12_HEADER.match(lines[0])) and all(_PKCS12_LINE.match(x) for x in lines)
 
 
 def parse_leaf(text: str, name: str) -> x509.Certificate:

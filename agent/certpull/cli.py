@@ -15,11 +15,12 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from certpull import __version__
-from certpull.config import DEFAULT_CONFIG_PATH, Config
+from certpull.config import COMPAT_LINK_KEYS, DEFAULT_CONFIG_PATH, Config
 from certpull.config_files import load
 from certpull.errors import CertpullError, ConfigError
+from certpull.fileops import path_problem, resolve_group, resolve_owner
 from certpull.logs import setup_logging
-from certpull.state import StateFile
+from certpull.state import StateDamaged, StateFile
 from certpull.status import UNKNOWN, build_report, render_text
 
 if TYPE_CHECKING:
@@ -98,6 +99,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--dry-run", action="store_true", help="fetch and validate, change nothing")
     sync.add_argument(
+        "--retry-refused",
+        action="store_true",
+        help="install even a bundle httpd refused before (it stopped httpd, failed the config "
+        "test alone or was not served), once its cause is fixed",
+    )
+    sync.add_argument(
         "names", nargs="*", metavar="NAME", help="[cert:NAME] sections (default: all)"
     )
 
@@ -110,7 +117,13 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("names", nargs="*", metavar="NAME")
 
-    commands.add_parser("check-config", help="validate the configuration file (exit 0 or 2)")
+    commands.add_parser(
+        "check-config",
+        help="validate the configuration and its drop-ins on this host (exit 0 or 2)",
+        description="Parses the main file and conf.d/*.conf, then checks this host: owner and "
+        "group exist, and live_dir, state_dir and compat-link directories cannot be written by "
+        "other users (each problem with its fix).",
+    )
 
     doctor = commands.add_parser(
         "doctor",
@@ -166,8 +179,49 @@ def _print_outcomes(outcomes: Sequence[Outcome]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def host_problems(config: Config) -> List[str]:
+    """What the config names that this host does not have, or that root must not trust:
+    unknown owners and groups, and directories others could write (each with its fix)."""
+    problems = []
+    for key, path in (("live_dir", config.agent.live_dir), ("state_dir", config.agent.state_dir)):
+        problem = path_problem(path)
+        if problem:
+            problems.append(f"{key}: {problem}")
+    for cert in config.certs:
+        for key, resolve, value in (
+            ("owner", resolve_owner, cert.owner),
+            ("group", resolve_group, cert.group),
+        ):
+            try:
+                resolve(value)
+            except CertpullError as exc:
+                problems.append(f"[cert:{cert.name}] {key}: {exc}")
+        for link_key in COMPAT_LINK_KEYS:
+            link = getattr(cert, link_key)
+            if link is None:
+                continue
+            parent = os.path.dirname(link)
+            problem = path_problem(parent)
+            if problem is None and not os.path.isdir(parent):
+                problem = f"directory {parent} does not exist"
+            if problem:
+                problems.append(f"[cert:{cert.name}] {link_key}: {problem}")
+    return problems
+
+
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
-    print(f"{config.path}: OK, {len(config.certs)} certificate(s): {', '.join(config.names)}")
+    problems = host_problems(config)
+    for problem in problems:
+        print(f"certpull: {config.path}: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    dropins = len(config.sources) - 1
+    files = (
+        f"{config.path} (+{dropins} drop-in{'s' if dropins != 1 else ''})"
+        if dropins
+        else config.path
+    )
+    print(f"{files}: OK, {len(config.certs)} certificate(s): {', '.join(config.names)}")
     return EXIT_OK
 
 
@@ -177,7 +231,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if not args.dry_run:
         for problem in agent.recover():  # an interrupted earlier run leaves staging dirs behind
             print(f"certpull: {problem}", file=sys.stderr)
-    report = agent.sync(args.names or None, dry_run=args.dry_run)
+    report = agent.sync(args.names or None, dry_run=args.dry_run, retry_refused=args.retry_refused)
     return _print_outcomes(report.outcomes)
 
 
@@ -195,10 +249,15 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     _check_names(config, args.names)
     try:
         state = StateFile(config.agent.state_dir).load()
+    except StateDamaged as exc:
+        return _status_unknown(args, f"{exc}; the next pass of the agent rebuilds it")
     except CertpullError as exc:
         return _status_unknown(args, str(exc))
     now = time.time()
-    report = build_report(config, state, now, args.names or None)
+    try:
+        report = build_report(config, state, now, args.names or None)
+    except Exception as exc:  # status answers in its own format, whatever happened
+        return _status_unknown(args, f"cannot build the report: {type(exc).__name__}: {exc}")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -15,14 +15,7 @@ import stat
 from typing import AbstractSet, Mapping, Optional
 
 from certpull.errors import StoreError
-from certpull.fileops import (
-    FileOps,
-    fsync_dir,
-    io_errors,
-    link_target,
-    lstat_or_none,
-    unlink_if_present,
-)
+from certpull.fileops import Dir, FileOps, io_errors, open_trusted_dir
 from certpull.layout import validate_file_name
 
 log = logging.getLogger(__name__)
@@ -55,7 +48,9 @@ class CompatLinks:
     def apply(self) -> bool:
         """Make each path a symlink to ``<live_path>/<filename>``, atomically; True if any changed.
 
-        1. The path's directory must exist (it is the distribution's, not ours to create).
+        1. The path's directory must exist (it is the distribution's, not ours to create), and
+           it and every directory above it must pass `open_trusted_dir`'s checks; it is opened
+           once and every step below is relative to it, so it cannot be swapped mid-way.
         2. Already a link to the live file: nothing to do.
         3. Create ``<path>.certpull-tmp`` -> the live file.
         4. A regular file at the path is kept once as ``<path>.certpull-orig`` (a hard link made
@@ -67,47 +62,48 @@ class CompatLinks:
         """
         changed = False
         for path, filename in self.links.items():
-            parent = os.path.dirname(path)
-            if not self._fs.isdir(parent):  # (1)
-                raise StoreError(f"cannot link {path}: directory {parent} does not exist")
-            want = os.path.join(self.live_path, filename)
-            if link_target(self._fs, path) == want:  # (2)
-                continue
-            st = lstat_or_none(self._fs, path)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                raise StoreError(f"cannot link {path}: it is a directory")
-            tmp = path + TMP_SUFFIX
-            unlink_if_present(self._fs, tmp)
-            with io_errors("create link", tmp):
-                self._fs.symlink(want, tmp)  # (3)
-            try:
-                backup = path + BACKUP_SUFFIX
-                if (
-                    st is not None
-                    and stat.S_ISREG(st.st_mode)
-                    and lstat_or_none(self._fs, backup) is None
-                ):
-                    if filename in self.private and stat.S_IMODE(st.st_mode) & 0o077:
-                        self._restrict(path)
-                    with io_errors("keep a backup of", path):
-                        self._fs.link(path, backup)  # (4)
-                with io_errors("replace", path):
-                    self._fs.rename(tmp, path)  # (5)
-            except StoreError:
-                try:
-                    unlink_if_present(self._fs, tmp)
-                except StoreError as exc:
-                    log.warning("%s", exc)
-                raise
-            fsync_dir(self._fs, parent)
-            changed = True
+            parent_path, name = os.path.split(path)
+            parent = open_trusted_dir(self._fs, parent_path)  # (1)
+            if parent is None:
+                raise StoreError(f"cannot link {path}: directory {parent_path} does not exist")
+            with parent:
+                want = os.path.join(self.live_path, filename)
+                changed |= self._apply_one(parent, name, want, filename in self.private)
         return changed
 
-    def _restrict(self, path: str) -> None:
-        with io_errors("restrict the mode of", path):
-            fd = self._fs.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    def _apply_one(self, parent: Dir, name: str, want: str, private: bool) -> bool:
+        path = parent.join(name)
+        if parent.readlink(name) == want:  # (2)
+            return False
+        st = parent.lstat(name)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"cannot link {path}: it is a directory")
+        tmp = name + TMP_SUFFIX
+        parent.unlink_if_present(tmp)
+        parent.symlink(want, tmp)  # (3)
+        try:
+            backup = name + BACKUP_SUFFIX
+            if st is not None and stat.S_ISREG(st.st_mode) and parent.lstat(backup) is None:
+                if private and stat.S_IMODE(st.st_mode) & 0o077:
+                    self._restrict(parent, name)
+                parent.link(name, backup)  # (4)
+            parent.rename(tmp, name, what="replace")  # (5)
+        except StoreError:
             try:
-                self._fs.fchmod(fd, 0o600)
+                parent.unlink_if_present(tmp)
+            except StoreError as exc:
+                log.warning("%s", exc)
+            raise
+        parent.fsync()
+        return True
+
+    @staticmethod
+    def _restrict(parent: Dir, name: str) -> None:
+        path = parent.join(name)
+        with io_errors("restrict the mode of", path):
+            fd = parent.open(name, os.O_RDONLY)
+            try:
+                parent.fs.fchmod(fd, 0o600)
             finally:
-                self._fs.close(fd)
+                parent.fs.close(fd)
         log.warning("%s was readable by other users; made it 0600 before keeping it", path)

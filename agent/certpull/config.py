@@ -15,7 +15,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+)
 
 from certpull import config_values as v
 from certpull.config_ini import RawSection, read_sections
@@ -128,7 +140,7 @@ class CertConfig:
     verify: Optional[Tuple[str, int]] = field(default=None, metadata=key(v.parse_host_port))
     keep_versions: int = field(default=2, metadata=key(v.integer(2, 50)))
     key_mode: int = field(default=0o600, metadata=key(v.key_mode))
-    cert_mode: int = field(default=0o644, metadata=key(v.mode))
+    cert_mode: int = field(default=0o644, metadata=key(v.cert_mode))
     owner: Optional[str] = field(default=None, metadata=key(v.text))
     group: Optional[str] = field(default=None, metadata=key(v.text))
     cert_file: Optional[str] = field(default=None, metadata=key(v.absolute_path))
@@ -160,9 +172,10 @@ class CertConfig:
 
 @dataclass(frozen=True)
 class Config:
-    path: str
+    path: str  # the main file
     agent: AgentConfig
     certs: Tuple[CertConfig, ...]
+    sources: Tuple[str, ...] = ()  # every file read: the main file, then the drop-ins in order
 
     def cert(self, name: str) -> CertConfig:
         for cert in self.certs:
@@ -207,13 +220,16 @@ def cert_keys() -> FrozenSet[str]:
 class _Section:
     """One raw section being turned into typed values; errors carry the key's file and line."""
 
-    def __init__(self, raw: RawSection, path: str) -> None:
+    def __init__(self, raw: RawSection) -> None:
         self.raw = raw
-        self.path = path
+        self.path = raw.path
 
     def error(self, key_name: str, message: str) -> ConfigError:
         return ConfigError(
-            message, self.path, self.raw.lines.get(key_name, self.raw.line), key_name
+            message,
+            self.raw.path_of(key_name),
+            self.raw.lines.get(key_name, self.raw.line),
+            key_name,
         )
 
     def build(self, cls: Type[T], fixed: Mapping[str, Any]) -> T:
@@ -266,48 +282,112 @@ def _parse_cert(section: _Section, name: str) -> CertConfig:
 
 
 def parse_config(text: str, path: str = DEFAULT_CONFIG_PATH) -> Config:
-    """Parse and check a whole configuration file's text. Raises ConfigError with file:line."""
-    agent: Optional[AgentConfig] = None
+    """Parse and check one configuration file's text. Raises ConfigError with file:line."""
+    return parse_files([(path, text)])
+
+
+def parse_files(files: Sequence[Tuple[str, str]]) -> Config:
+    """Parse the main file and its drop-ins, given as (path, text) with the main file first.
+
+    1. Read every file's sections (config_ini.py); unknown sections and keys are refused.
+    2. `[agent]` keys merge in file order: a drop-in's key overrides the main file's (and an
+       earlier drop-in's); each key keeps the file and line it came from, for errors.
+    3. Each `[cert:NAME]` may be defined once across all files.
+    4. Parse the merged `[agent]`, then every certificate; check the rules across sections.
+    """
+    if not files:
+        raise ValueError("no configuration file given")
+    main_path = files[0][0]
+    allowed_agent, allowed_cert = agent_keys(), cert_keys()
+    agent_values: Dict[str, str] = {}
+    agent_lines: Dict[str, int] = {}
+    agent_paths: Dict[str, str] = {}
+    agent_start: Optional[Tuple[str, int]] = None
+    cert_sections: List[RawSection] = []
+    defined: Dict[str, RawSection] = {}
+    for path, text in files:  # (1)
+        for raw in read_sections(text, path):
+            if raw.name == AGENT_SECTION:
+                allowed = allowed_agent
+            elif raw.name.startswith(CERT_SECTION_PREFIX):
+                allowed = allowed_cert
+            else:
+                raise ConfigError(
+                    f"unknown section [{raw.name}] (expected [agent] or [cert:NAME])",
+                    path,
+                    raw.line,
+                )
+            for key_name in raw.values:
+                if key_name not in allowed:
+                    raise ConfigError(
+                        f"unknown key in [{raw.name}]", path, raw.lines.get(key_name), key_name
+                    )
+            if raw.name == AGENT_SECTION:  # (2)
+                agent_start = agent_start or (path, raw.line)
+                for key_name, value in raw.values.items():
+                    agent_values[key_name] = value
+                    agent_lines[key_name] = raw.lines[key_name]
+                    agent_paths[key_name] = path
+                continue
+            first = defined.get(raw.name)  # (3)
+            if first is not None:
+                raise ConfigError(
+                    f"[{raw.name}] is already defined at {first.path}:{first.line}",
+                    path,
+                    raw.line,
+                )
+            defined[raw.name] = raw
+            cert_sections.append(raw)
+    agent = AgentConfig()  # (4)
+    if agent_start is not None:
+        merged = RawSection(
+            AGENT_SECTION, agent_start[1], agent_values, agent_lines, agent_start[0], agent_paths
+        )
+        agent = _parse_agent(_Section(merged))
     certs: List[CertConfig] = []
     link_owners: Dict[str, str] = {}
-    allowed_agent, allowed_cert = agent_keys(), cert_keys()
-    for raw in read_sections(text, path):
-        section = _Section(raw, path)
-        if raw.name == AGENT_SECTION:
-            allowed = allowed_agent
-        elif raw.name.startswith(CERT_SECTION_PREFIX):
-            allowed = allowed_cert
-        else:
-            raise ConfigError(
-                f"unknown section [{raw.name}] (expected [agent] or [cert:NAME])", path, raw.line
-            )
-        for key_name in raw.values:
-            if key_name not in allowed:
-                raise section.error(key_name, f"unknown key in [{raw.name}]")
-        if raw.name == AGENT_SECTION:
-            agent = _parse_agent(section)
-            continue
-        cert = _parse_cert(section, raw.name[len(CERT_SECTION_PREFIX) :].strip())
+    for raw in cert_sections:
+        section = _Section(raw)
+        cert = _parse_cert(section, raw.name[len(CERT_SECTION_PREFIX) :])
         for link, _ in cert.compat_links:
             if link in link_owners:
                 raise ConfigError(
-                    f"{link} is already a compat link of [cert:{link_owners[link]}]", path, raw.line
+                    f"{link} is already a compat link of [cert:{link_owners[link]}]",
+                    raw.path,
+                    raw.line,
                 )
             link_owners[link] = cert.name
         certs.append(cert)
     if not certs:
-        raise ConfigError("no [cert:NAME] section: nothing to install", path)
-    return Config(path=path, agent=agent or AgentConfig(), certs=tuple(certs))
+        raise ConfigError("no [cert:NAME] section: nothing to install", main_path)
+    return Config(
+        path=main_path,
+        agent=agent,
+        certs=tuple(certs),
+        sources=tuple(path for path, _ in files),
+    )
 
 
-def load_config(path: str, read_text: Callable[[str], str]) -> Config:
-    """Read (through the injected reader) and parse; unreadable files are ConfigErrors too."""
+def load_config(
+    path: str,
+    read_text: Callable[[str], str],
+    list_dropins: Optional[Callable[[str], Sequence[str]]] = None,
+) -> Config:
+    """Read the main file and its drop-ins (through the injected reader and lister) and parse
+    them; unreadable files are ConfigErrors too. ``list_dropins(path)`` returns the drop-in
+    paths in the order they are read."""
+    files = [(path, _read(path, read_text))]
+    if list_dropins is not None:
+        files += [(dropin, _read(dropin, read_text)) for dropin in list_dropins(path)]
+    return parse_files(files)
+
+
+def _read(path: str, read_text: Callable[[str], str]) -> str:
     try:
-        text = read_text(path)
+        return read_text(path)
     except FileNotFoundError:
         raise ConfigError("no such file", path) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path) from None
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path) from None
     except UnicodeDecodeError:
         raise ConfigError("is not UTF-8 text", path) from None
-    return parse_config(text, path)

@@ -1,18 +1,35 @@
 """Stage one of the configuration: INI text -> raw sections of strings, with the line of every key.
 
-configparser does the parsing; this module turns its errors into `file:line` ConfigErrors and
-remembers where each section and key stands, so stage two (config.py) can name the line of a bad
-value. Which sections and keys exist is stage two's business.
+A small reader of its own rather than configparser, because configparser silently changes what a
+file means: an indented `key = value` becomes part of the previous value (a continuation line),
+`[cert:www]` and `[cert: www]` are two sections, and a UTF-8 BOM hides the first header. The
+grammar is configparser's as certpull used it, minus those surprises:
+
+- a UTF-8 BOM at the start is dropped; CRLF line endings are fine;
+- blank lines and whole-line comments (`;` or `#` first, indented or not) are ignored;
+- `;` or `#` at the start of a line or after whitespace starts an inline comment;
+- `[NAME]` opens a section; whitespace around NAME and around the `:` of `cert:NAME` is not part
+  of the name, so `[cert: www]` is `[cert:www]`; anything after `]` is an error;
+- `key = value` or `key: value` (the first `=` or `:` splits), keys case-insensitive, values
+  stripped; an empty value is kept as "" (stage two reads it as "the default");
+- a line indented deeper than the key line right above it is an error: certpull never joins
+  lines, and a key there must not silently become part of another key's value;
+- a section or key twice in one file is an error.
+
+Which sections and keys exist, and what several files mean together, is stage two's business.
 """
 
 from __future__ import annotations
 
-import configparser
 import re
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional
 
 from certpull.errors import ConfigError
+
+BOM = "\ufeff"
+_KEY_SPLIT = re.compile(r"[=:]")
+_NAME_COLON = re.compile(r"\s*:\s*")
 
 
 @dataclass(frozen=True)
@@ -21,54 +38,86 @@ class RawSection:
     line: int
     values: Mapping[str, str]
     lines: Mapping[str, int]
+    path: str = ""
+    # Where each key came from when sections of several files were merged (default: ``path``).
+    paths: Mapping[str, str] = field(default_factory=dict)
+
+    def path_of(self, key: str) -> str:
+        return self.paths.get(key, self.path)
+
+
+def normalise_section_name(text: str) -> str:
+    """`[ cert : www ]` -> `cert:www`: whitespace is never part of a section name."""
+    return _NAME_COLON.sub(":", text.strip())
+
+
+def strip_comment(line: str) -> str:
+    """The line without its comment: `;`/`#` at the start or after whitespace begins one."""
+    for index, char in enumerate(line):
+        if char in ";#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index]
+    return line
 
 
 def read_sections(text: str, path: str) -> List[RawSection]:
     """Every section of an INI text, in file order; ConfigError with file:line on bad syntax."""
-    parser = configparser.ConfigParser(
-        interpolation=None,
-        inline_comment_prefixes=(";", "#"),
-        empty_lines_in_values=False,
-        default_section="\x00no-defaults",  # a [DEFAULT] section is just unknown here
-    )
-    try:
-        parser.read_string(text, source=path)
-    except configparser.DuplicateSectionError as exc:
-        raise ConfigError(f"section [{exc.section}] appears twice", path, exc.lineno) from None
-    except configparser.DuplicateOptionError as exc:
-        raise ConfigError(
-            f"key appears twice in [{exc.section}]", path, exc.lineno, exc.option
-        ) from None
-    except configparser.MissingSectionHeaderError as exc:
-        raise ConfigError("text before the first [section] header", path, exc.lineno) from None
-    except configparser.ParsingError as exc:
-        line = exc.errors[0][0] if exc.errors else None
-        raise ConfigError("cannot parse this line (expected `key = value`)", path, line) from None
-    except configparser.Error as exc:
-        raise ConfigError(str(exc).splitlines()[0], path) from None
+    if text.startswith(BOM):
+        text = text[len(BOM) :]
+    sections: List[RawSection] = []
+    seen: Dict[str, int] = {}
+    name: Optional[str] = None
+    start = 0
+    values: Dict[str, str] = {}
+    lines: Dict[str, int] = {}
+    key_indent: Optional[int] = None  # indentation of the key line just above, if any
+    last_key = ""
 
-    section_lines, key_lines = _line_numbers(text)
-    sections = []
-    for name in parser.sections():
-        values = {key: value.strip() for key, value in parser.items(name)}
-        lines = {key: key_lines.get((name, key), section_lines.get(name, 0)) for key in values}
-        sections.append(RawSection(name, section_lines.get(name, 0), values, lines))
+    def close() -> None:
+        if name is not None:
+            sections.append(RawSection(name, start, dict(values), dict(lines), path))
+
+    for number, raw in enumerate(text.split("\n"), start=1):
+        content = strip_comment(raw.rstrip("\r")).rstrip()
+        if not content.strip():
+            key_indent = None  # a blank or comment line ends any value
+            continue
+        indent = len(content) - len(content.lstrip())
+        content = content.strip()
+        if key_indent is not None and indent > key_indent:
+            raise ConfigError(
+                f"indented line after `{last_key}`: certpull does not join continuation lines; "
+                "remove the indentation (or put the whole value on one line)",
+                path,
+                number,
+            )
+        if content.startswith("["):
+            close()
+            if not content.endswith("]") or "]" in content[1:-1]:
+                raise ConfigError(
+                    "cannot parse this section header (expected `[NAME]`)", path, number
+                )
+            name = normalise_section_name(content[1:-1])
+            if not name:
+                raise ConfigError("empty section name", path, number)
+            if name in seen:
+                raise ConfigError(
+                    f"section [{name}] appears twice (first at line {seen[name]})", path, number
+                )
+            seen[name] = number
+            start, values, lines, key_indent = number, {}, {}, None
+            continue
+        if name is None:
+            raise ConfigError("text before the first [section] header", path, number)
+        parts = _KEY_SPLIT.split(content, maxsplit=1)
+        key = parts[0].strip().lower()
+        if len(parts) != 2 or not key:
+            raise ConfigError("cannot parse this line (expected `key = value`)", path, number)
+        if key in values:
+            raise ConfigError(
+                f"key appears twice in [{name}] (first at line {lines[key]})", path, number, key
+            )
+        values[key] = parts[1].strip()
+        lines[key] = number
+        key_indent, last_key = indent, key
+    close()
     return sections
-
-
-def _line_numbers(text: str) -> Tuple[Dict[str, int], Dict[Tuple[str, str], int]]:
-    """Where each section header and key stands (configparser does not keep line numbers)."""
-    section_lines: Dict[str, int] = {}
-    key_lines: Dict[Tuple[str, str], int] = {}
-    current = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#;" or line[:1].isspace():
-            continue
-        if stripped.startswith("[") and "]" in stripped:
-            current = stripped[1 : stripped.index("]")].strip()
-            section_lines.setdefault(current, number)
-            continue
-        key = re.split(r"[=:]", stripped, maxsplit=1)[0].strip().lower()
-        key_lines.setdefault((current, key), number)
-    return section_lines, key_lines

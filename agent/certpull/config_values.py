@@ -94,6 +94,15 @@ def key_mode(value: str) -> int:
     return result
 
 
+def cert_mode(value: str) -> int:
+    result = mode(value)
+    if result & 0o002:
+        raise ValueError(
+            f"{value} would let every user change the certificate files (use 0644 or 0640)"
+        )
+    return result
+
+
 def secret_arn(value: str) -> str:
     if not _SECRET_ARN.match(value):
         raise ValueError(

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from certpull.config import Config
+from certpull.config_files import dropin_dir
 from certpull.drift import CONFIG_KEY
 from certpull.errors import CertpullError, ConfigError
 from certpull.event_queue import EventQueue
@@ -29,6 +30,7 @@ from certpull.interfaces import DriftWatch, Passes
 from certpull.logs import cert_fields, setup_logging
 from certpull.notify import Notifier
 from certpull.outcome import Outcome, PassReport, Status
+from certpull.procinfo import boot_id, start_ticks
 from certpull.schedule import Scheduler
 from certpull.state import State
 from certpull.triggers import EventPoller, Mailbox, Requests
@@ -47,12 +49,13 @@ DRIFT_RECHECK_S = 1.0
 
 
 def drift_paths(config: Config) -> Dict[str, List[str]]:
-    """What the drift watcher watches: each live dir and its compat links, and the config file."""
+    """What the drift watcher watches: each live dir and its compat links, the config file and
+    its drop-in directory (a drop-in edited, added or removed reloads the config too)."""
     paths: Dict[str, List[str]] = {
         cert.name: [config.live_path(cert.name), *(p for p, _ in cert.compat_links)]
         for cert in config.certs
     }
-    paths[CONFIG_KEY] = [config.path]
+    paths[CONFIG_KEY] = [config.path, dropin_dir(config.path)]
     return paths
 
 
@@ -202,6 +205,9 @@ class AgentLoop:
                 self.rechecks[name] = now + DRIFT_RECHECK_S
             if outcome is not None and outcome.version_id and outcome.status in _IN_PLACE:
                 self.versions[name] = outcome.version_id
+            if outcome is not None and outcome.due_at is not None:
+                delay = max(0.0, outcome.due_at - self._wall())
+                self.scheduler.trigger(name, now + delay + 1.0, 0.0)  # e.g. at a notBefore
             if outcome is not None and outcome.status is Status.PENDING:
                 self.pending.add(name)
             elif name in self.pending:
@@ -247,6 +253,7 @@ class AgentLoop:
             reason = str(exc)
             log.error("config reload rejected, keeping the running config: %s", reason)  # noqa: TRY400
             self._update_state(lambda state: setattr(state.daemon, "config_error", reason))
+            self.drift.update()  # a conf.d created by this edit is watched from now on
             self.notifier.ready(f"config rejected: {reason}")
             return
         now = self._monotonic()
@@ -336,6 +343,7 @@ class AgentLoop:
             daemon = state.daemon
             if started:
                 daemon.pid, daemon.started_at, daemon.stopped_at = os.getpid(), wall, None
+                daemon.start_ticks, daemon.boot_id = start_ticks(daemon.pid), boot_id()
                 daemon.config_error = None
             daemon.heartbeat_at = wall
             daemon.heartbeat_interval_s = HEARTBEAT_S

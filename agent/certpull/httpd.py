@@ -45,10 +45,15 @@ DEFAULT_ALIVE_GRACE_S = 2.0
 # bench) after the command starts, ~1 s at worst.
 _POLL_INTERVAL_S = 0.05
 # Upper bound for one TLS attempt inside wait_until_served, so one stuck connect cannot use up
-# the whole budget.
+# the whole budget; and the least one attempt gets (the re-check after the deadline too).
 _MAX_ATTEMPT_TIMEOUT_S = 5.0
+_MIN_ATTEMPT_TIMEOUT_S = 0.5
 
 Fetch = Callable[["VerifyTarget", float], bytes]
+
+
+class TargetUnreachable(ReloadError):
+    """Nothing answers at the verify target: no proof either way about what httpd serves."""
 
 
 class ConfigTestError(CommandError):
@@ -239,7 +244,7 @@ def fetch_served_leaf(target: VerifyTarget, timeout_s: float) -> bytes:
         raise ReloadError(f"TLS handshake with {target} failed: {exc.reason or exc}") from exc
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ReloadError(f"cannot connect to {target}: {reason}") from exc
+        raise TargetUnreachable(f"cannot connect to {target}: {reason}") from exc
     if not der:
         raise ReloadError(f"{target} sent no certificate")
     return der
@@ -259,26 +264,38 @@ def wait_until_served(
     Each attempt is a new connection (a graceful reload closes idle keep-alive connections and
     only new ones see the new certificate). Connection errors are retried like a wrong leaf.
     After ``timeout_s`` raise ReloadError naming the target and what it served (serial and
-    SHA-256 prefix) against what was expected, or the last connection error.
+    SHA-256 prefix) against what was expected, or TargetUnreachable with the last connection
+    error when nothing answered at the end.
+
+    Failure needs an attempt that *began* after the deadline: an agent stopped (SIGSTOP, a VM
+    pause) inside a handshake that began before httpd reached new connections comes back past
+    the deadline holding the old leaf, and the reload it then calls failed had in fact finished.
     """
     started = clock()
     deadline = started + timeout_s
     last_problem = "no attempt was made"
+    unreachable = False
     while True:
-        remaining = deadline - clock()
-        attempt_timeout = min(max(remaining, _POLL_INTERVAL_S), _MAX_ATTEMPT_TIMEOUT_S)
+        attempt_started = clock()
+        remaining = deadline - attempt_started
+        attempt_timeout = min(max(remaining, _MIN_ATTEMPT_TIMEOUT_S), _MAX_ATTEMPT_TIMEOUT_S)
         try:
             served = fetch(target, attempt_timeout)
         except (ReloadError, OSError) as exc:
             last_problem = str(exc)
+            unreachable = isinstance(exc, (TargetUnreachable, OSError))
         else:
+            unreachable = False
             if served == expected_der:
                 return clock() - started
             last_problem = (
                 f"it serves {describe_cert(served)}, expected {describe_cert(expected_der)}"
             )
         if clock() >= deadline:
-            raise ReloadError(
+            if attempt_started < deadline:
+                continue  # check once more, with a handshake that starts now
+            error = TargetUnreachable if unreachable else ReloadError
+            raise error(
                 f"{target} does not serve the new certificate after {timeout_s:g} s: {last_problem}"
             )
         sleep(_POLL_INTERVAL_S)

@@ -15,7 +15,7 @@ from certpull.bundle import CertBundle
 from certpull.compat import CompatLinks
 from certpull.config import CertConfig
 from certpull.errors import ReloadError, StoreError
-from certpull.httpd import VerifyTarget
+from certpull.httpd import TargetUnreachable, VerifyTarget
 from certpull.interfaces import ServedCheck, Server
 from certpull.pem import first_cert_der
 from certpull.store import LiveDir
@@ -38,6 +38,16 @@ class Candidate:
     # The bundle is already active on disk but state.json does not record it: a pass was killed
     # between activating the files and saving state, so httpd may never have been reloaded.
     resume: bool = False
+    # Only reload and verify what is installed (a reload that never happened); a failure keeps
+    # the files: they are what is installed, there is nothing to roll back to.
+    reload_only: bool = False
+    # What a handshake proved after the reload: True served, False not, None not checked
+    # (no verify target, or httpd not running: the files load when it starts).
+    verified: Optional[bool] = None
+    # The failure is this bundle's (httpd died on it, its config test fails only with it, it is
+    # not served): it is not installed again until the secret moves on.
+    bundle_fault: bool = False
+    note: Optional[str] = None  # installed, with something to say (no proof it is served)
 
 
 class Installer:
@@ -77,14 +87,15 @@ class Installer:
         if active:
             self._reload_and_verify(active)  # (6)-(8)
 
-    def reload_checked(self) -> None:
-        """Config test and graceful reload, unless httpd is known to be stopped."""
+    def reload_checked(self) -> bool:
+        """Config test and graceful reload, unless httpd is known to be stopped (then False)."""
         if self.server.known_stopped():
-            return
+            return False
         self.server.config_test()
         self.server.graceful_reload()
+        return True
 
-    def verify(self, cert: CertConfig, cert_pem: bytes) -> float:
+    def verify(self, cert: CertConfig, cert_pem: bytes, timeout_s: Optional[float] = None) -> float:
         """Fresh handshakes to ``cert.verify`` must serve ``cert_pem``'s leaf; seconds waited."""
         if cert.verify is None:
             return 0.0
@@ -93,7 +104,8 @@ class Installer:
         der = first_cert_der(cert_pem)
         if der is None:
             raise ReloadError("the installed cert.pem holds no certificate")
-        return self.served_check(target, der, self.verify_timeout_s)
+        timeout = self.verify_timeout_s if timeout_s is None else timeout_s
+        return self.served_check(target, der, timeout)
 
     def _reload_and_verify(self, active: List[Candidate]) -> None:
         """Steps 6-8: config test, reload, verify; failures roll back and mark `problem`."""
@@ -103,37 +115,85 @@ class Installer:
         try:
             self.server.config_test()  # (6)
         except ReloadError as exc:
-            self._roll_back(active, f"httpd config test failed with the new files: {exc}")
+            self._config_test_failed(active, exc)
             return
         try:
             self.server.graceful_reload()  # (7)
         except ReloadError as exc:
+            died = self.server.known_stopped()  # the new files stopped httpd (AH02565)
+            for cand in active:
+                cand.bundle_fault = died
             self._roll_back(active, f"graceful reload failed: {exc}")
             self._restore_httpd()
             return
         failed = []
         for cand in active:  # (8)
+            if cand.cert.verify is None:
+                continue
             try:
                 self.verify(cand.cert, cand.bundle.cert_pem)
+            except TargetUnreachable as exc:
+                # Nothing answers there: no proof either way. httpd passed its config test and
+                # survived the reload with these files, so they stay; rolling back would cost a
+                # second reload on every retry, forever, while the target stays dead.
+                cand.note = f"installed, but the verify target does not answer ({exc})"
             except ReloadError as exc:
                 failed.append(cand)
+                cand.verified = False
+                cand.bundle_fault = True
                 cand.problem = f"verification failed: {exc}"
+            else:
+                cand.verified = True
         if failed:
             self._roll_back(failed, None)
             self._restore_httpd()
 
+    def _config_test_failed(self, active: List[Candidate], exc: ReloadError) -> None:
+        """Step (6) failed: roll back, then test once more with the previous files, to say
+        whether the new files are the cause (they are refused until the secret moves on) or
+        httpd's configuration is broken on its own (retried later)."""
+        outcomes = {id(cand): self._undo(cand) for cand in active}
+        rolled_back = [
+            cand for cand in active if cand.previous is not None and not cand.reload_only
+        ]
+        old_files_fail: Optional[bool] = None
+        if rolled_back:
+            try:
+                self.server.config_test()
+            except ReloadError:
+                old_files_fail = True
+            else:
+                old_files_fail = False
+        for cand in active:
+            if old_files_fail is True:
+                reason = (
+                    "httpd's config test fails with the previous files too: its configuration is "
+                    f"broken, not the new certificate ({exc})"
+                )
+            elif old_files_fail is False:
+                reason = f"httpd's config test fails only with the new files: {exc}"
+                cand.bundle_fault = True
+            else:
+                reason = f"httpd config test failed with the new files: {exc}"
+            cand.problem = reason + outcomes[id(cand)]
+
     def _roll_back(self, cands: List[Candidate], problem: Optional[str]) -> None:
         for cand in cands:
             reason = problem or cand.problem or "failed"
-            if cand.previous is None:
-                # First install: there is nothing older to go back to; keep the files, report it.
-                cand.problem = f"{reason} (first install: no previous version to roll back to)"
-                continue
-            try:
-                cand.live.rollback(discard_current=True)
-                cand.problem = f"{reason}; rolled back to the previous version"
-            except StoreError as exc:
-                cand.problem = f"{reason}; rollback failed too: {exc}"
+            cand.problem = reason + self._undo(cand)
+
+    def _undo(self, cand: Candidate) -> str:
+        """Put the previous version back; what happened, as a suffix of the candidate's problem."""
+        if cand.reload_only:
+            return " (the installed files are kept)"
+        if cand.previous is None:
+            # First install: there is nothing older to go back to; keep the files, report it.
+            return " (first install: no previous version to roll back to)"
+        try:
+            cand.live.rollback(discard_current=True)
+        except StoreError as exc:
+            return f"; rollback failed too: {exc}"
+        return "; rolled back to the previous version"
 
     def _restore_httpd(self) -> None:
         """After a rollback, make httpd serve the old files again: reload it, or start it if the

@@ -64,6 +64,10 @@ class StateStore(Protocol):
 
     def lock(self) -> ContextManager[None]: ...
 
+    def quarantine(self) -> Optional[str]:
+        """Move a damaged state.json aside; return where it went (None: nothing to move)."""
+        ...
+
 
 class DriftWatch(Protocol):
     """Reports which key (a certificate name, or "config") changed on disk, behind the agent's back."""
@@ -89,6 +93,7 @@ class Passes(Protocol):
         names: Optional[Sequence[str]] = None,
         dry_run: bool = False,
         windows: Optional[InstallWindows] = None,
+        retry_refused: bool = False,
     ) -> PassReport: ...
 
     def drifted(self, name: str) -> bool: ...

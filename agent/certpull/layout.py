@@ -5,6 +5,7 @@ the per-version manifest. store.py does the I/O; nothing here touches the disk.
     ..data      -> ..2026_11_29_19_30_01.123456789_<label>
     ..2026_...  version directories, each with a ..manifest (names, sizes, SHA-256, modes, owners)
     ..staging.* a version being written; renamed to a version name only when complete
+    ..held      the version id an operator rolled back from, while it is held
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ DATA_TMP = "..data_tmp"
 LINK_TMP = "..link_tmp"
 STAGING_PREFIX = "..staging."
 MANIFEST = "..manifest"
+HOLD_NOTE = "..held"  # the version an operator rolled back from (store.LiveDir.set_hold)
 MAX_LABEL_LEN = 48
 MAX_NAME_LEN = 255
 NS_PER_S = 1_000_000_000
@@ -67,6 +69,12 @@ def version_ns(name: str) -> int:
         raise ValueError(name)
     seconds = calendar.timegm(time.strptime(match.group(1), _STAMP_FORMAT))
     return seconds * NS_PER_S + int(match.group(2))
+
+
+def version_label(name: str) -> str:
+    """The label a version name carries (the secret's version id, sanitised); "" if none."""
+    match = _VERSION_RE.match(name)
+    return match.group(3) if match else ""
 
 
 def version_name(ns: int, label: str) -> str:

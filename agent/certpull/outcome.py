@@ -30,6 +30,7 @@ class Outcome:
     message: str
     version_id: Optional[str] = None
     transient: Optional[bool] = None
+    due_at: Optional[float] = None  # wall-clock time worth checking again at (a notBefore)
 
     @property
     def ok(self) -> bool:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, NoReturn, Optional, Sequence, Tuple
 
 from certpull.errors import CommandError
 
@@ -58,7 +58,8 @@ class CommandRunner:
           1. Spawn argv directly (no shell) in a new session, so that the process and everything it
              forks form one process group; stdin is /dev/null so nothing can wait for input.
           2. Wait for it to exit, collecting stdout and stderr, for at most the timeout.
-          3. On timeout, SIGKILL the whole group, drain what it printed, raise CommandError.
+          3. On timeout, SIGKILL the whole group, drain what it printed, raise CommandError; unless
+             the process had exited by then (this process was stopped past the deadline).
           4. With ``check``, a non-zero exit raises CommandError; otherwise it is returned.
 
         A missing or non-executable binary raises CommandError with no exit code.
@@ -86,20 +87,10 @@ class CommandRunner:
         try:
             out_b, err_b = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            # (3)
-            _kill_group(proc.pid)
-            try:
-                out_b, err_b = proc.communicate(timeout=_DRAIN_AFTER_KILL_S)
-            except subprocess.TimeoutExpired:
-                out_b, err_b = b"", b""
-                _abandon_pipes(proc)
-            raise CommandError(
-                args,
-                None,
-                _decode(out_b),
-                _decode(err_b),
-                reason=f"timed out after {timeout:g} s and was killed",
-            ) from None
+            finished = _finished_meanwhile(proc)
+            if finished is None:
+                _timed_out(args, proc, timeout)  # (3)
+            out_b, err_b = finished
         result = CommandResult(
             argv=args,
             returncode=proc.returncode,
@@ -111,6 +102,38 @@ class CommandRunner:
         if check and result.returncode != 0:
             raise CommandError(args, result.returncode, result.stdout, result.stderr)
         return result
+
+
+def _timed_out(args: Tuple[str, ...], proc: subprocess.Popen[bytes], timeout: float) -> NoReturn:
+    """Step (3): SIGKILL the group, drain what it printed, raise CommandError."""
+    _kill_group(proc.pid)
+    try:
+        out_b, err_b = proc.communicate(timeout=_DRAIN_AFTER_KILL_S)
+    except subprocess.TimeoutExpired:
+        out_b, err_b = b"", b""
+        _abandon_pipes(proc)
+    raise CommandError(
+        args,
+        None,
+        _decode(out_b),
+        _decode(err_b),
+        reason=f"timed out after {timeout:g} s and was killed",
+    ) from None
+
+
+def _finished_meanwhile(proc: subprocess.Popen[bytes]) -> Optional[Tuple[bytes, bytes]]:
+    """The output of a command that had exited when its timeout was noticed, else None.
+
+    communicate() checks its deadline before reading what a process that already exited left
+    in its pipes: a caller stopped past the deadline would kill a command that finished.
+    """
+    if proc.poll() is None:
+        return None
+    try:
+        return proc.communicate(timeout=_DRAIN_AFTER_KILL_S)
+    except subprocess.TimeoutExpired:  # a grandchild holds the pipes open: the command is done
+        _abandon_pipes(proc)
+        return b"", b""
 
 
 def _kill_group(pid: int) -> None:

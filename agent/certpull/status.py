@@ -1,8 +1,14 @@
 """What `certpull status` reports, computed from config + state.json + the live cert files.
 
 Pure and light on purpose: monitoring runs it every minute on every host, so it must not import boto3
-or cryptography (it hashes the PEM's DER itself). Severities follow the monitoring-plugin convention:
-0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+or cryptography (it hashes the PEM's DER itself; everything else it needs, such as the expiry of the
+chain, the agent records in state.json at install time). Severities follow the monitoring-plugin
+convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; several are combined by how bad they are
+(OK < WARNING < UNKNOWN < CRITICAL), so a CRITICAL is never hidden behind an UNKNOWN.
+
+It says only what it knows: "served: matches" only when a handshake proved that the installed leaf
+is served; files installed while httpd was down, or not reloaded yet, are "installed, not yet
+served"; a pid is the daemon's only while the process behind it is the one the daemon recorded.
 """
 
 from __future__ import annotations
@@ -10,14 +16,30 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from certpull.config import Config
+from certpull.fileops import read_regular_file
 from certpull.pem import cert_fingerprint
+from certpull.procinfo import boot_id as read_boot_id
+from certpull.procinfo import process_identity as read_process_identity
 from certpull.state import CertState, DaemonState, State
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 SEVERITY_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+_RANK = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
+LIVE_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
+
+SERVED_MATCHES = "matches the installed certificate"
+SERVED_PENDING = "installed, not yet served"
+SERVED_WRONG = "DOES NOT MATCH the installed certificate"
+SERVED_UNCHECKED = "not checked (no verify target)"
+
+ProcessIdentity = Callable[[int], Optional[Tuple[int, Optional[str]]]]
+
+
+def worst(*severities: int) -> int:
+    return max(severities, key=lambda s: _RANK[s], default=OK)
 
 
 @dataclass
@@ -31,17 +53,23 @@ class CertReport:
     fingerprint_sha256: Optional[str] = None
     subject: Optional[str] = None
     not_after: Optional[str] = None
-    days_left: Optional[float] = None
+    chain_not_after: Optional[str] = None
+    days_left: Optional[float] = None  # until the first certificate served expires
     last_check_at: Optional[float] = None
     last_change_at: Optional[float] = None
     last_error: Optional[str] = None
     last_verify_ok: Optional[bool] = None
+    served: Optional[str] = None  # one of the SERVED_* texts
     next_check_at: Optional[float] = None
     backoff_until: Optional[float] = None
     consecutive_failures: int = 0
     pending_version_id: Optional[str] = None
+    pending_not_before: Optional[str] = None
+    rejected_version_id: Optional[str] = None
     drift_count: int = 0
     live_fingerprint_matches: Optional[bool] = None
+    live_files_missing: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -75,19 +103,27 @@ class StatusReport:
 def _parse_time(text: str) -> Optional[datetime]:
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, TypeError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _pid_alive(pid: int) -> bool:
+def _read_or_none(read_file: Callable[[str], bytes], path: str) -> Optional[bytes]:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return read_file(path)
+    except OSError:
+        return None
+
+
+class _Cert:
+    """Builds one certificate's report."""
+
+    def __init__(self, report: CertReport) -> None:
+        self.report = report
+
+    def worse(self, severity: int, problem: str) -> None:
+        self.report.severity = worst(self.report.severity, severity)
+        self.report.problems.append(problem)
 
 
 def _cert_report(
@@ -97,11 +133,21 @@ def _cert_report(
     now: float,
     read_file: Callable[[str], bytes],
 ) -> CertReport:
-    agent = config.agent
-    report = CertReport(name=name, severity=OK, secret_arn=config.cert(name).secret_arn)
+    cert = config.cert(name)
+    report = CertReport(name=name, severity=OK, secret_arn=cert.secret_arn)
+    build = _Cert(report)
+    live_dir = config.live_path(name)
+    live = {f: _read_or_none(read_file, os.path.join(live_dir, f)) for f in LIVE_FILES}
+    report.live_files_missing = [f for f, data in live.items() if data is None]
     if cstate is None or cstate.installed is None:
-        report.severity = CRITICAL
-        report.problems.append("nothing installed yet")
+        if live["cert.pem"] is not None:
+            build.worse(
+                UNKNOWN,
+                "state.json does not describe the installed files (damaged or lost?); "
+                "the next pass of the agent rebuilds it",
+            )
+        else:
+            build.worse(CRITICAL, "nothing installed yet")
         if cstate is not None and cstate.last_error:
             report.last_error = cstate.last_error
             report.problems.append(cstate.last_error)
@@ -112,6 +158,7 @@ def _cert_report(
     report.fingerprint_sha256 = inst.fingerprint_sha256
     report.subject = inst.subject
     report.not_after = inst.not_after
+    report.chain_not_after = inst.chain_not_after or None
     report.last_check_at = cstate.last_check_at
     report.last_change_at = cstate.last_change_at
     report.last_error = cstate.last_error
@@ -120,53 +167,130 @@ def _cert_report(
     report.backoff_until = cstate.backoff_until
     report.consecutive_failures = cstate.consecutive_failures
     report.pending_version_id = cstate.pending.version_id if cstate.pending else None
+    report.pending_not_before = (cstate.pending.not_before or None) if cstate.pending else None
+    report.rejected_version_id = cstate.rejected.version_id if cstate.rejected else None
     report.drift_count = cstate.drift_count
+    report.notes = list(cstate.warnings)
 
-    def worse(severity: int, problem: str) -> None:
-        report.severity = max(report.severity, severity)
-        report.problems.append(problem)
-
-    not_after = _parse_time(inst.not_after)
-    if not_after is not None:
-        days_left = (not_after.timestamp() - now) / 86400
-        report.days_left = round(days_left, 2)
-        if days_left <= 0:
-            worse(CRITICAL, f"expired on {not_after:%Y-%m-%d %H:%M} UTC")
-        elif days_left <= agent.crit_days:
-            worse(CRITICAL, f"expires in {days_left:.1f} days ({not_after:%Y-%m-%d})")
-        elif days_left <= agent.warn_days:
-            worse(WARNING, f"expires in {days_left:.1f} days ({not_after:%Y-%m-%d})")
-    try:
-        live = cert_fingerprint(read_file(os.path.join(config.live_path(name), "cert.pem")))
-    except OSError:
-        live = None
-    report.live_fingerprint_matches = live == inst.fingerprint_sha256
-    if not report.live_fingerprint_matches:
-        worse(
+    _expiry(build, inst.not_after, inst.chain_not_after, inst.chain_expiring, config, now)
+    if report.live_files_missing:
+        missing = ", ".join(report.live_files_missing)
+        verb = "is" if len(report.live_files_missing) == 1 else "are"
+        build.worse(
+            CRITICAL,
+            f"live {missing} {verb} missing: httpd cannot start or reload with {live_dir}",
+        )
+    live_cert = live["cert.pem"]
+    report.live_fingerprint_matches = (
+        live_cert is not None and cert_fingerprint(live_cert) == inst.fingerprint_sha256
+    )
+    if live_cert is not None and not report.live_fingerprint_matches:
+        build.worse(
             WARNING, "the live cert.pem is not the installed certificate (drift not yet repaired)"
         )
+    _served(build, cstate, cert.verify is not None)
     if cstate.last_error:
-        worse(WARNING, f"last check failed: {cstate.last_error}")
-    if cstate.last_verify_ok is False:
-        worse(WARNING, "httpd did not serve the installed certificate at the last verification")
+        build.worse(WARNING, f"last check failed: {cstate.last_error}")
+    if cstate.rejected:
+        build.worse(
+            WARNING,
+            f"version {cstate.rejected.version_id} was refused ({cstate.rejected.reason}); "
+            "it is not installed again until the secret moves on",
+        )
     if cstate.held_version_id:
-        worse(WARNING, f"version {cstate.held_version_id} is held after a rollback")
+        build.worse(WARNING, f"version {cstate.held_version_id} is held after a rollback")
     return report
 
 
+def _expiry(
+    build: _Cert,
+    leaf_not_after: str,
+    chain_not_after: str,
+    chain_subject: str,
+    config: Config,
+    now: float,
+) -> None:
+    """The first certificate served to expire decides: the leaf, or one in the chain."""
+    agent = config.agent
+    candidates = []
+    leaf = _parse_time(leaf_not_after)
+    if leaf is not None:
+        candidates.append((leaf, "the certificate"))
+    chain = _parse_time(chain_not_after) if chain_not_after else None
+    if chain is not None:
+        candidates.append((chain, f"{chain_subject or 'a certificate'} in the chain"))
+    if not candidates:
+        return
+    moment, what = min(candidates, key=lambda c: c[0])
+    days_left = (moment.timestamp() - now) / 86400
+    build.report.days_left = round(days_left, 2)
+    prefix = "" if what == "the certificate" else f"{what} "
+    if days_left <= 0:
+        build.worse(CRITICAL, f"{prefix}expired on {moment:%Y-%m-%d %H:%M} UTC")
+    elif days_left <= agent.crit_days:
+        build.worse(CRITICAL, f"{prefix}expires in {days_left:.1f} days ({moment:%Y-%m-%d})")
+    elif days_left <= agent.warn_days:
+        build.worse(WARNING, f"{prefix}expires in {days_left:.1f} days ({moment:%Y-%m-%d})")
+
+
+def _served(build: _Cert, cstate: CertState, has_target: bool) -> None:
+    """ "matches" only when a handshake showed the installed leaf, after its last reload."""
+    report = build.report
+    inst = cstate.installed
+    proven = (
+        inst is not None
+        and cstate.last_verify_ok is True
+        and cstate.verified_fingerprint == inst.fingerprint_sha256
+        and not cstate.reload_pending
+    )
+    if not has_target:
+        report.served = SERVED_UNCHECKED
+        if cstate.reload_pending:
+            build.worse(WARNING, "installed, not yet loaded by httpd (a reload is pending)")
+        return
+    if proven:
+        report.served = SERVED_MATCHES
+    elif cstate.last_verify_ok is False and not cstate.reload_pending:
+        report.served = SERVED_WRONG
+        build.worse(
+            WARNING, "httpd did not serve the installed certificate at the last verification"
+        )
+    else:
+        report.served = SERVED_PENDING
+        why = (
+            "httpd has not been reloaded with it"
+            if cstate.reload_pending
+            else "no handshake has shown it yet"
+        )
+        build.worse(WARNING, f"{SERVED_PENDING} ({why})")
+
+
 def _daemon_report(
-    daemon: DaemonState, now: float, pid_alive: Callable[[int], bool]
+    daemon: DaemonState,
+    now: float,
+    identity: ProcessIdentity,
+    boot_id: Optional[str],
 ) -> DaemonReport:
     if daemon.pid is None:
         return DaemonReport(False, None, None, OK, "never started (one-shot `certpull sync` only)")
-    running = pid_alive(daemon.pid) and daemon.stopped_at is None
     age = now - daemon.heartbeat_at if daemon.heartbeat_at else None
+    seen = identity(daemon.pid)
+    problem: Optional[str] = None
+    if daemon.boot_id and boot_id and daemon.boot_id != boot_id:
+        running, problem = False, "not running (it was recorded before a reboot)"
+    elif seen is None:
+        running = False
+    elif daemon.start_ticks is not None and seen[0] != daemon.start_ticks:
+        running = False
+        problem = f"not running (pid {daemon.pid} now belongs to another process)"
+    else:
+        running = daemon.stopped_at is None
     report = DaemonReport(running, daemon.pid, age, OK, None, daemon.mode, daemon.config_error)
-    if daemon.stopped_at is not None and not running:
+    if daemon.stopped_at is not None and not running and problem is None:
         report.problem = "stopped"
         report.severity = WARNING
     elif not running:
-        report.problem = f"not running (pid {daemon.pid} is gone without a clean stop)"
+        report.problem = problem or (f"not running (pid {daemon.pid} is gone without a clean stop)")
         report.severity = WARNING
     elif (
         age is not None
@@ -176,11 +300,15 @@ def _daemon_report(
         report.problem = f"no heartbeat for {age:.0f} s: the agent may be stuck"
         report.severity = WARNING
     if daemon.config_error:
-        report.severity = max(report.severity, WARNING)
+        report.severity = worst(report.severity, WARNING)
         report.problem = (report.problem + "; " if report.problem else "") + (
             f"new config rejected: {daemon.config_error}"
         )
     return report
+
+
+def _read_file(path: str) -> bytes:
+    return read_regular_file(path)
 
 
 def build_report(
@@ -188,13 +316,14 @@ def build_report(
     state: State,
     now: float,
     names: Optional[Sequence[str]] = None,
-    read_file: Callable[[str], bytes] = lambda path: open(path, "rb").read(),  # noqa: SIM115
-    pid_alive: Callable[[int], bool] = _pid_alive,
+    read_file: Callable[[str], bytes] = _read_file,
+    process_identity: ProcessIdentity = read_process_identity,
+    boot_id: Callable[[], Optional[str]] = read_boot_id,
 ) -> StatusReport:
     selected = list(names) if names else list(config.names)
     certs = [_cert_report(name, state.certs.get(name), config, now, read_file) for name in selected]
-    daemon = _daemon_report(state.daemon, now, pid_alive)
-    severity = max([daemon.severity, *(c.severity for c in certs)])
+    daemon = _daemon_report(state.daemon, now, process_identity, boot_id())
+    severity = worst(daemon.severity, *(c.severity for c in certs))
     bad = [c for c in certs if c.severity != OK]
     if not bad:
         soonest = min((c.days_left for c in certs if c.days_left is not None), default=None)
@@ -229,6 +358,8 @@ def render_text(report: StatusReport, now: float) -> str:
             lines.append(f"  subject:     {c.subject}")
             days = f" ({c.days_left:.1f} days left)" if c.days_left is not None else ""
             lines.append(f"  not after:   {c.not_after}{days}")
+            if c.chain_not_after:
+                lines.append(f"  chain until: {c.chain_not_after}")
         lines.append(f"  last check:  {_ago(c.last_check_at, now)}")
         lines.append(f"  last change: {_ago(c.last_change_at, now)}")
         if c.next_check_at:
@@ -238,17 +369,20 @@ def render_text(report: StatusReport, now: float) -> str:
                 f"  backoff:     {c.consecutive_failures} failure(s), retry in {c.backoff_until - now:.0f} s"
             )
         if c.pending_version_id:
-            lines.append(
-                f"  pending:     version {c.pending_version_id} (waiting for the install window)"
+            why = (
+                f"until its notBefore, {c.pending_not_before}"
+                if c.pending_not_before
+                else "waiting for the install window"
             )
-        if c.last_verify_ok is not None:
-            lines.append(
-                f"  served:      {'matches' if c.last_verify_ok else 'DOES NOT MATCH'} the installed certificate"
-            )
+            lines.append(f"  pending:     version {c.pending_version_id} ({why})")
+        if c.served:
+            lines.append(f"  served:      {c.served}")
         if c.drift_count:
             lines.append(f"  drift:       repaired {c.drift_count} time(s)")
         if c.last_error:
             lines.append(f"  last error:  {c.last_error}")
+        for note in c.notes:
+            lines.append(f"  note:        {note}")
         for problem in c.problems:
             if problem != c.last_error and not problem.endswith(c.last_error or "\x00"):
                 lines.append(f"  problem:     {problem}")

@@ -22,33 +22,27 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Iterator, List, Mapping, Optional
 
 from certpull.errors import StoreError
-from certpull.fileops import (
-    FileOps,
-    fsync_dir,
-    io_errors,
-    link_target,
-    lstat_or_none,
-    reason,
-    unlink_if_present,
-)
+from certpull.fileops import Dir, FileOps, io_errors, reason
 from certpull.layout import (
     DATA_LINK,
     DATA_TMP,
+    HOLD_NOTE,
     LINK_TMP,
     MANIFEST,
     NS_PER_S,
     STAGING_PREFIX,
     Manifest,
     encode_manifest,
+    is_version_name,
     manifest_entry,
     validate_file_name,
     version_name,
     version_ns,
 )
-from certpull.live_view import LiveView
+from certpull.live_view import MAX_FILE_BYTES, LiveView, with_mode
 
 __all__ = ["LiveDir", "PublishResult"]
 
@@ -130,219 +124,263 @@ class LiveDir(LiveView):
         self._gid = gid
         self._label_restorer = label_restorer
         self._clock = clock
-        self._lock_depth = 0
         self._last_ns = -1
 
     def publish(self, files: Mapping[str, bytes], label: str) -> PublishResult:
         """Make ``files`` the active set unless it already is. Steps: see the class docstring."""
         self._check_names(files)  # (1)
-        with self._locked(create=True):
-            previous = self._current_or_none()
-            if previous is not None and self._matches(previous, files):  # (2)
+        with self._locked(create=True) as d:
+            previous = self._current_or_none_in(d)
+            if previous is not None and self._matches(d, previous, files):  # (2)
                 return PublishResult(changed=False, version=previous, previous=previous)
+            if previous is not None and self._version(d, previous) is None:
+                previous = None  # ..data dangles: nothing to go back to
             version = self.stage(files, label)  # (3)
             try:
                 self.activate(version)  # (4)
             except StoreError:
-                if self._current_or_none() != version:  # (5)
-                    self._remove_quietly(version)
+                if self._current_or_none_in(d) != version:  # (5)
+                    self._remove_quietly(d, version)
                 raise
             return PublishResult(changed=True, version=version, previous=previous)
 
     def stage(self, files: Mapping[str, bytes], label: str) -> str:
         """Write a complete, fsynced version dir that is not active yet; return its name."""
         names = self._check_names(files)
-        with self._locked(create=True):
-            staging = self._join(STAGING_PREFIX + secrets.token_hex(8))
+        with self._locked(create=True) as d:
+            staging = STAGING_PREFIX + secrets.token_hex(8)
             final: Optional[str] = None
-            with io_errors("create directory", staging):
-                self._fs.mkdir(staging, self._dir_mode)
+            d.mkdir(staging, self._dir_mode)
             try:
-                with io_errors("set mode of", staging):
-                    self._fs.chmod(staging, self._dir_mode)
-                manifest: Manifest = {}
-                for name in names:  # (3a)
-                    data = bytes(files[name])
-                    mode = self._mode_for(name)
-                    self._create_file(os.path.join(staging, name), data, mode, chown=True)
-                    manifest[name] = manifest_entry(data, mode, self._uid, self._gid)
-                body = encode_manifest(manifest)
-                self._create_file(os.path.join(staging, MANIFEST), body, 0o600, chown=False)  # (3b)
-                fsync_dir(self._fs, staging)  # (3c)
-                self._restore_labels(staging)  # (3d)
-                version = self._new_version_name(label)  # (3e)
-                with io_errors("rename", staging):
-                    self._fs.rename(staging, self._join(version))
-                final = self._join(version)
-                fsync_dir(self._fs, self.path)
+                with d.subdir(staging) as sdir:
+                    with_mode(sdir, self._dir_mode)
+                    manifest: Manifest = {}
+                    for name in names:  # (3a)
+                        data = bytes(files[name])
+                        mode = self._mode_for(name)
+                        self._create_file(sdir, name, data, mode, chown=True)
+                        manifest[name] = manifest_entry(data, mode, self._uid, self._gid)
+                    body = encode_manifest(manifest)
+                    self._create_file(sdir, MANIFEST, body, 0o600, chown=False)  # (3b)
+                    sdir.fsync()  # (3c)
+                self._restore_labels(d.join(staging))  # (3d)
+                version = self._new_version_name(d, label)  # (3e)
+                d.rename(staging, version)
+                final = version
+                d.fsync()
             except Exception:
-                self._rmtree_quietly(staging if final is None else final)
+                self._rmtree_quietly(d, staging if final is None else final)
                 raise
             return version
 
     def activate(self, version: str) -> Optional[str]:
         """Switch ``..data`` to ``version``; return the version active before. Then prune."""
-        with self._locked(create=False):
-            previous = self._switch(version)
-            self._prune(version)  # (4e)
+        with self._locked(create=False) as d:
+            if d is None:
+                raise StoreError(f"cannot activate {self._join(version)}: {self.path} is missing")
+            previous = self._switch(d, version)
+            self._prune(d, version)  # (4e)
             return previous
 
     def rollback(self, discard_current: bool = True) -> str:
         """Re-activate the newest complete version older than the active one; return its name."""
-        with self._locked(create=False):
-            active = self._current_or_none()
-            older = [] if active is None else self._older_than(active)
-            if active is None or not older:
+        with self._locked(create=False) as d:
+            active = None if d is None else self._current_or_none_in(d)
+            older = [] if d is None or active is None else self._older_than(d, active)
+            if d is None or active is None or not older:
                 raise StoreError("no previous version to roll back to")
             target = older[-1]
-            self._switch(target)
+            self._switch(d, target)
             if discard_current:
-                self._remove_quietly(active)
-            self._prune(target)
+                self._remove_quietly(d, active)
+            self._prune(d, target)
             return target
+
+    def rollback_target(self) -> Optional[str]:
+        """The version ``rollback`` would re-activate now; None when there is none."""
+        with self._dir() as d:
+            active = None if d is None else self._current_or_none_in(d)
+            if d is None or active is None:
+                return None
+            older = self._older_than(d, active)
+            return older[-1] if older else None
 
     def recover(self) -> List[str]:
         """Clean what a crash can leave behind; return the names removed. Idempotent.
 
-        Removes ``..staging.*``, a stale ``..data_tmp`` / ``..link_tmp`` and version dirs that are
-        incomplete; recreates missing user-visible links. Never touches the active version.
+        Removes ``..staging.*``, a stale ``..data_tmp`` / ``..link_tmp`` / ``..held.tmp`` (whatever
+        they are, directories included) and version dirs that are
+        incomplete; recreates missing user-visible links. Never touches the active version, nor
+        a directory certpull did not make.
         """
-        if not self._fs.isdir(self.path):
-            return []
         removed: List[str] = []
-        with self._locked(create=False):
-            for entry in sorted(self._listdir(self.path)):
-                full = self._join(entry)
+        with self._locked(create=False) as d:
+            if d is None:
+                return []
+            for entry in sorted(d.listdir()):
                 if entry.startswith(STAGING_PREFIX):
-                    with io_errors("remove", full):
-                        self._fs.rmtree(full)
+                    d.rmtree(entry)
                     removed.append(entry)
-                elif entry in (DATA_TMP, LINK_TMP):
-                    unlink_if_present(self._fs, full)
+                elif entry in (DATA_TMP, LINK_TMP, HOLD_NOTE + ".tmp"):
+                    d.remove(entry)
                     removed.append(entry)
             try:
-                active = self.current()
-            except StoreError:
+                active = self._current_in(d)
+            except StoreError as exc:
                 active = None
-                log.warning(
-                    "%s: ..data is not a link to a version; leaving version dirs alone", self.path
-                )
+                log.warning("%s; leaving version dirs alone", exc)
             else:
-                if active is not None and self._is_dir(self._join(active)):
-                    self._point_links(self._names_of(active), missing_only=True)
-                required = self._required_names()
-                for version in self._version_dirs():
-                    if version != active and not self._is_complete(version, required):
-                        with io_errors("remove", self._join(version)):
-                            self._fs.rmtree(self._join(version))
+                vdir = None if active is None else self._version(d, active)
+                if vdir is not None:
+                    with vdir:
+                        names = self._names_in(vdir)
+                    self._point_links(d, names, missing_only=True)
+                required = self._required_names(d)
+                for version in self._version_dirs(d):
+                    if version != active and not self._is_complete(d, version, required):
+                        d.rmtree(version)
                         removed.append(version)
             if removed:
-                fsync_dir(self._fs, self.path)
+                d.fsync()
         return removed
 
     def repair(self) -> bool:
         """Restore the user-visible links of the active version; True if anything changed."""
-        if not self._fs.isdir(self.path):
-            return False
-        with self._locked(create=False):
-            active = self.current()
-            if active is None:
+        with self._locked(create=False) as d:
+            if d is None:
                 return False
-            return self._point_links(self._names_of(active), missing_only=False)
+            active = self._current_in(d)
+            vdir = None if active is None else self._version(d, active)
+            if vdir is None:
+                return False
+            with vdir:
+                names = self._names_in(vdir)
+            return self._point_links(d, names, missing_only=False)
 
-    def _switch(self, version: str) -> Optional[str]:
+    def _switch(self, d: Dir, version: str) -> Optional[str]:
         """Steps (4a)-(4d): swap ``..data`` and the links, or put the previous version back."""
-        with self._locked(create=False):
-            self._check_version_name(version)
-            if not self._is_complete(version, frozenset()):
-                raise StoreError(
-                    f"cannot activate {self._join(version)}: it is missing or incomplete"
-                )
-            previous = self._current_or_none()
-            self._swap_data_link(version)  # (4a) (4b)
-            try:
-                fsync_dir(self._fs, self.path)  # (4c)
-                self._point_links(self._names_of(version), missing_only=False)  # (4d)
-            except StoreError:
-                if previous is not None and previous != version:
-                    self._restore_quietly(previous)
-                raise
-            return previous
-
-    def _swap_data_link(self, version: str) -> None:
-        tmp = self._join(DATA_TMP)
-        unlink_if_present(self._fs, tmp)
-        with io_errors("create link", tmp):
-            self._fs.symlink(version, tmp)  # (4a)
-        with io_errors("rename", tmp):
-            self._fs.rename(tmp, self._join(DATA_LINK))  # (4b)
-
-    def _restore_quietly(self, previous: str) -> None:
+        if not is_version_name(version):
+            raise StoreError(f"{version!r} is not a version name")
+        vdir = self._version(d, version)
+        if vdir is None or not self._is_complete(d, version, frozenset()):
+            if vdir is not None:
+                vdir.close()
+            raise StoreError(f"cannot activate {d.join(version)}: it is missing or incomplete")
+        with vdir:
+            names = self._names_in(vdir)
+        previous = self._current_or_none_in(d)
+        self._swap_data_link(d, version)  # (4a) (4b)
         try:
-            self._swap_data_link(previous)
-            fsync_dir(self._fs, self.path)
-            self._point_links(self._names_of(previous), missing_only=False)
+            d.fsync()  # (4c)
+            self._point_links(d, names, missing_only=False)  # (4d)
+        except StoreError:
+            if previous is not None and previous != version:
+                self._restore_quietly(d, previous)
+            raise
+        return previous
+
+    def _swap_data_link(self, d: Dir, version: str) -> None:
+        d.remove(DATA_TMP)
+        d.symlink(version, DATA_TMP)  # (4a)
+        st = d.lstat(DATA_LINK)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            self._displace(d, DATA_LINK)  # a restore that dereferenced the links?
+        d.rename(DATA_TMP, DATA_LINK)  # (4b)
+
+    def _displace(self, d: Dir, name: str) -> None:
+        """A directory where certpull keeps a link is not ours to keep: move it where
+        recover() cleans up (a ``..staging.`` name), so the link can take its place."""
+        aside = f"{STAGING_PREFIX}displaced-{name.strip('.')}.{secrets.token_hex(4)}"
+        log.warning("%s is a directory; moving it aside as %s", d.join(name), aside)
+        d.rename(name, aside)
+
+    def set_hold(self, version_id: Optional[str]) -> None:
+        """Record (or clear, with None) the version the operator rolled back from, next to the
+        versions (``..held``): state.json is a cache, and a hold must survive losing it."""
+        with self._locked(create=False) as d:
+            if d is None:
+                return
+            if version_id is None:
+                d.unlink_if_present(HOLD_NOTE)
+                return
+            tmp = HOLD_NOTE + ".tmp"
+            d.remove(tmp)
+            self._create_file(d, tmp, version_id.encode() + b"\n", 0o644, chown=False)
+            d.rename(tmp, HOLD_NOTE)
+            d.fsync()
+
+    def _restore_quietly(self, d: Dir, previous: str) -> None:
+        try:
+            vdir = self._version(d, previous)
+            if vdir is None:
+                return
+            with vdir:
+                names = self._names_in(vdir)
+            self._swap_data_link(d, previous)
+            d.fsync()
+            self._point_links(d, names, missing_only=False)
         except StoreError as exc:
             log.warning("%s: could not switch back to %s: %s", self.path, previous, exc)
 
-    def _point_links(self, names: List[str], *, missing_only: bool) -> bool:
+    def _point_links(self, d: Dir, names: List[str], *, missing_only: bool) -> bool:
         """Make ``<name> -> ..data/<name>`` for each name; drop links to names not in the set."""
         changed = False
         for name in names:
-            link = self._join(name)
             want = f"{DATA_LINK}/{name}"
-            if link_target(self._fs, link) == want:
+            if d.readlink(name) == want:
                 continue
-            st = lstat_or_none(self._fs, link)
+            st = d.lstat(name)
             if st is not None and missing_only:
                 continue
             if st is not None and stat.S_ISDIR(st.st_mode):
-                raise StoreError(f"{link} is a directory; expected a link to {want}")
-            tmp = self._join(LINK_TMP)
-            unlink_if_present(self._fs, tmp)
-            with io_errors("create link", tmp):
-                self._fs.symlink(want, tmp)
-            with io_errors("replace", link):
-                self._fs.rename(tmp, link)
+                self._displace(d, name)  # someone's directory under the name of a live file
+            d.remove(LINK_TMP)
+            d.symlink(want, LINK_TMP)
+            d.rename(LINK_TMP, name, what="replace")
             changed = True
         if not missing_only:
-            for entry in self._listdir(self.path):
-                target = link_target(self._fs, self._join(entry))
+            for entry in d.listdir():
+                target = d.readlink(entry)
                 if entry.startswith("..") or entry in names or target is None:
                     continue
                 if target.startswith(DATA_LINK + "/"):
-                    unlink_if_present(self._fs, self._join(entry))
+                    d.unlink_if_present(entry)
                     changed = True
         if changed:
-            fsync_dir(self._fs, self.path)
+            d.fsync()
         return changed
 
-    def _prune(self, active: str) -> None:
+    def _prune(self, d: Dir, active: str) -> None:
         """Step (4e): keep ``active`` and the newest ``keep_versions - 1`` complete others.
 
         A failure here does not undo the activation: it is logged and the next prune retries.
         """
         try:
-            complete = set(self.versions())
-            others = [v for v in self._version_dirs() if v != active]
+            required = self._required_names(d)
+            complete = {v for v in self._version_dirs(d) if self._is_complete(d, v, required)}
+            others = [v for v in self._version_dirs(d) if v != active]
             keep = set([v for v in others if v in complete][-(self._keep_versions - 1) :])
             doomed = [v for v in others if v not in keep]
             for version in doomed:
-                with io_errors("remove", self._join(version)):
-                    self._fs.rmtree(self._join(version))
+                d.rmtree(version)
             if doomed:
-                fsync_dir(self._fs, self.path)
+                d.fsync()
         except StoreError as exc:
             log.warning("%s: pruning old versions failed: %s", self.path, exc)
 
-    def _older_than(self, version: str) -> List[str]:
+    def _older_than(self, d: Dir, version: str) -> List[str]:
         ns = version_ns(version)
-        return [v for v in self.versions() if version_ns(v) < ns]
+        required = self._required_names(d)
+        return [
+            v
+            for v in self._version_dirs(d)
+            if version_ns(v) < ns and self._is_complete(d, v, required)
+        ]
 
-    def _create_file(self, path: str, data: bytes, mode: int, *, chown: bool) -> None:
+    def _create_file(self, sdir: Dir, name: str, data: bytes, mode: int, *, chown: bool) -> None:
         """Create with the final mode and owner before the first byte; write all; fsync."""
-        with io_errors("write", path):
-            fd = self._fs.open(path, _CREATE_FLAGS, mode)
+        with io_errors("write", sdir.join(name)):
+            fd = sdir.open(name, _CREATE_FLAGS, mode)
             try:
                 self._fs.fchmod(fd, mode)
                 if chown and (self._uid is not None or self._gid is not None):
@@ -365,10 +403,10 @@ class LiveDir(LiveView):
         except Exception as exc:
             raise StoreError(f"cannot restore SELinux labels on {staging}: {exc}") from exc
 
-    def _new_version_name(self, label: str) -> str:
+    def _new_version_name(self, d: Dir, label: str) -> str:
         """A name that sorts after every existing version, even if the clock stands or steps back."""
         ns = int(self._clock() * NS_PER_S)
-        newest = max((version_ns(v) for v in self._version_dirs()), default=-1)
+        newest = max((version_ns(v) for v in self._version_dirs(d)), default=-1)
         ns = max(ns, newest + 1, self._last_ns + 1)  # the tie-breaking counter
         self._last_ns = ns
         return version_name(ns, label)
@@ -376,17 +414,22 @@ class LiveDir(LiveView):
     def _mode_for(self, name: str) -> int:
         return self._file_modes.get(name, self._default_mode)
 
-    def _matches(self, version: str, files: Mapping[str, bytes]) -> bool:
+    def _matches(self, d: Dir, version: str, files: Mapping[str, bytes]) -> bool:
         """Step (2): same names, same bytes, and each file has the mode and owner we would give it."""
+        vdir = self._version(d, version)
+        if vdir is None:
+            return False
         try:
-            if set(self._names_of(version)) != set(files):
-                return False
-            for name, data in files.items():
-                st = lstat_or_none(self._fs, self._join(version, name))
-                if st is None or not self._owner_and_mode_ok(name, st):
+            with vdir:
+                manifest = self._read_manifest(vdir)
+                if manifest is None or set(manifest) != set(files):
                     return False
-                if self._read_bytes(self._join(version, name)) != bytes(data):
-                    return False
+                for name, data in files.items():
+                    st = vdir.lstat(name)
+                    if st is None or not self._owner_and_mode_ok(name, st):
+                        return False
+                    if vdir.read_file(name, MAX_FILE_BYTES) != bytes(data):
+                        return False
         except StoreError:
             return False
         return True
@@ -400,47 +443,26 @@ class LiveDir(LiveView):
         )
 
     @contextmanager
-    def _locked(self, *, create: bool) -> Iterator[None]:
-        """Hold an exclusive flock on the target directory (re-entrant within this object)."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
+    def _locked(self, *, create: bool) -> Iterator[Any]:
+        """Open the directory (created when asked) and hold an exclusive flock on it, re-entrant
+        within this object; yields the open Dir, or None when it does not exist."""
+        if self._held is not None:
+            yield self._held
             return
-        if create:
-            self._ensure_target_dir()
-        elif not self._fs.isdir(self.path):
-            yield
+        d = self._open(create, self._dir_mode)
+        if d is None:
+            yield None
             return
-        with io_errors("lock", self.path):
-            fd = self._fs.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             with io_errors("lock", self.path):
-                self._fs.flock(fd, fcntl.LOCK_EX)
-            self._lock_depth = 1
+                self._fs.flock(d.fd, fcntl.LOCK_EX)
+            self._held = d
             try:
-                yield
+                yield d
             finally:
-                self._lock_depth = 0
+                self._held = None
         finally:
-            self._fs.close(fd)
-
-    def _ensure_target_dir(self) -> None:
-        missing: List[str] = []
-        path = self.path
-        while not self._fs.isdir(path):
-            missing.append(path)
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        for directory in reversed(missing):
-            with io_errors("create directory", directory):
-                self._fs.mkdir(directory, self._dir_mode)
-                self._fs.chmod(directory, self._dir_mode)
-            fsync_dir(self._fs, os.path.dirname(directory))
+            d.close()
 
     def _check_names(self, files: Mapping[str, bytes]) -> List[str]:
         if not files:
@@ -449,24 +471,21 @@ class LiveDir(LiveView):
             validate_file_name(name)
         return sorted(files)
 
-    def _unlink_quietly(self, path: str) -> None:
+    def _join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def _remove_quietly(self, d: Dir, version: str) -> None:
+        self._rmtree_quietly(d, version)
         try:
-            unlink_if_present(self._fs, path)
+            d.fsync()
         except StoreError as exc:
             log.warning("%s", exc)
 
-    def _remove_quietly(self, version: str) -> None:
-        self._rmtree_quietly(self._join(version))
-        try:
-            fsync_dir(self._fs, self.path)
-        except StoreError as exc:
-            log.warning("%s", exc)
-
-    def _rmtree_quietly(self, path: str) -> None:
+    def _rmtree_quietly(self, d: Dir, name: str) -> None:
         """Best effort; whatever stays behind is a ``..staging.*`` or incomplete dir for recover()."""
         try:
-            self._fs.rmtree(path)
+            self._fs.rmtree(name, d.fd)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("cannot remove %s: %s (recover() will retry)", path, reason(exc))
+            log.warning("cannot remove %s: %s (recover() will retry)", d.join(name), reason(exc))

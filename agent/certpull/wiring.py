@@ -10,9 +10,7 @@ Importing this module imports boto3: `certpull status` must not (cli.py imports 
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import shutil
 from typing import Callable, Optional
 
@@ -29,7 +27,7 @@ from certpull.doctor_host import HostChecks, in_container
 from certpull.drift import DriftWatcher
 from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
-from certpull.fileops import FileOps
+from certpull.fileops import FileOps, resolve_group, resolve_owner
 from certpull.httpd import Httpd
 from certpull.logs import setup_logging
 from certpull.notify import Notifier
@@ -77,24 +75,6 @@ def selinux_restorer(runner: CommandRunner) -> Optional[Callable[[str], None]]:
     return restore
 
 
-def _uid(owner: Optional[str]) -> Optional[int]:
-    if owner is None:
-        return None
-    try:
-        return int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise StoreError(f"owner {owner!r} does not exist on this host") from None
-
-
-def _gid(group: Optional[str]) -> Optional[int]:
-    if group is None:
-        return None
-    try:
-        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise StoreError(f"group {group!r} does not exist on this host") from None
-
-
 def live_dir_factory(
     config: Config,
     label_restorer: Optional[Callable[[str], None]],
@@ -108,8 +88,8 @@ def live_dir_factory(
             file_modes={KEY_FILE: cert.key_mode},
             default_mode=cert.cert_mode,
             keep_versions=cert.keep_versions,
-            uid=_uid(cert.owner),
-            gid=_gid(cert.group),
+            uid=resolve_owner(cert.owner),
+            gid=resolve_group(cert.group),
             label_restorer=label_restorer,
             fs=fs,
         )
@@ -191,8 +171,11 @@ def build_doctor(config: Config) -> Doctor:
 
 
 def run_daemon(config: Config, verbose: bool = False) -> int:
-    """`certpull run`: logging, signal handlers, then the loop until SIGTERM."""
+    """`certpull run`: the daemon lock (a second `run` is refused), logging, signal handlers,
+    then the loop until SIGTERM."""
     setup_logging("DEBUG" if verbose else config.agent.log_level.upper())
-    loop = build_daemon(config)
-    loop.install_signal_handlers()
-    return loop.run()
+    # Before anything else (state.json's daemon record included): one `run` per state_dir.
+    with StateFile(config.agent.state_dir).daemon_lock(os.getpid()):
+        loop = build_daemon(config)
+        loop.install_signal_handlers()
+        return loop.run()

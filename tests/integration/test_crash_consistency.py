@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict, Iterator, Optional
 
 import pytest
 
@@ -133,9 +133,9 @@ class FailingOps(FileOps):
             self.failures += 1
             raise OSError(self.err, os.strerror(self.err), path)
 
-    def open(self, path: str, flags: int, mode: int = 0o777) -> int:
-        fd = super().open(path, flags, mode)
-        self.paths[fd] = path
+    def open(self, path: str, flags: int, mode: int = 0o777, dir_fd: Optional[int] = None) -> int:
+        fd = super().open(path, flags, mode, dir_fd)
+        self.paths[fd] = _full(path, dir_fd)
         return fd
 
     def close(self, fd: int) -> None:
@@ -150,19 +150,26 @@ class FailingOps(FileOps):
         self._maybe_fail("fsync", self.paths.get(fd, ""))
         super().fsync(fd)
 
-    def mkdir(self, path: str, mode: int) -> None:
-        self._maybe_fail("mkdir", path)
-        super().mkdir(path, mode)
+    def mkdir(self, path: str, mode: int, dir_fd: Optional[int] = None) -> None:
+        self._maybe_fail("mkdir", _full(path, dir_fd))
+        super().mkdir(path, mode, dir_fd)
 
-    def symlink(self, target: str, path: str) -> None:
-        self._maybe_fail("symlink", path)
-        super().symlink(target, path)
+    def symlink(self, target: str, path: str, dir_fd: Optional[int] = None) -> None:
+        self._maybe_fail("symlink", _full(path, dir_fd))
+        super().symlink(target, path, dir_fd)
 
-    def rename(self, src: str, dst: str) -> None:
-        self._maybe_fail("rename", dst)
-        super().rename(src, dst)
+    def rename(self, src: str, dst: str, dir_fd: Optional[int] = None) -> None:
+        self._maybe_fail("rename", _full(dst, dir_fd))
+        super().rename(src, dst, dir_fd)
         if os.path.basename(dst) == DATA_LINK:
             self.armed = True
+
+
+def _full(path: str, dir_fd: Optional[int]) -> str:
+    """The path a call relative to ``dir_fd`` names (the store works through directory fds)."""
+    if dir_fd is None:
+        return path
+    return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
 
 
 Match = Callable[[str, str], bool]

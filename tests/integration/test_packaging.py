@@ -83,6 +83,7 @@ def test_default_config_exists_for_the_spec() -> None:
     [
         "/usr/bin/certpull",
         "/etc/certpull/certpull.conf",
+        "/etc/certpull/conf.d",
         "/etc/pki/certpull",
         "/var/lib/certpull",
         "/usr/lib/systemd/system/certpull.service",

@@ -62,6 +62,7 @@ class FakeHttpd:
         self.calls: List[str] = []
         self.running = True
         self.fail_config_test = False
+        self.config_test_failures = -1  # how many config tests fail while fail_config_test; -1: all
         self.fail_reloads = 0
         self.loaded: Dict[str, Optional[bytes]] = {}
 
@@ -70,7 +71,8 @@ class FakeHttpd:
 
     def config_test(self) -> None:
         self.calls.append("configtest")
-        if self.fail_config_test:
+        if self.fail_config_test and self.config_test_failures != 0:
+            self.config_test_failures -= 1
             raise ReloadError("`apachectl configtest` exited 1: AH00526: Syntax error")
 
     def graceful_reload(self) -> None:
@@ -189,9 +191,10 @@ def test_config_test_failure_rolls_back_every_cert_of_the_pass_without_reload(wo
     report = agent.sync()
     assert statuses(report) == {"a": Status.FAILED, "b": Status.FAILED}
     assert all(
-        "config test failed" in o.message and "rolled back" in o.message for o in report.outcomes
+        "config test fails with the previous files too" in o.message and "rolled back" in o.message
+        for o in report.outcomes
     )
-    assert httpd.calls == ["configtest"]
+    assert httpd.calls == ["configtest", "configtest"]  # the second with the previous files
     assert {n: live_cert(tmp, n) for n in "ab"} == before
 
 

@@ -35,7 +35,8 @@ def installed(days_left: float) -> Installed:
 
 
 def files(cert_pem: Optional[bytes] = None) -> Dict[str, bytes]:
-    return {"/live/www/cert.pem": LEAF.pem.encode() if cert_pem is None else cert_pem}
+    others = {f"/live/www/{n}": b"x" for n in ("chain.pem", "fullchain.pem", "privkey.pem")}
+    return {"/live/www/cert.pem": LEAF.pem.encode() if cert_pem is None else cert_pem, **others}
 
 
 def report_for(
@@ -52,7 +53,14 @@ def report_for(
             raise FileNotFoundError(path)
         return live[path]
 
-    return build_report(CONFIG, state, NOW, read_file=read, pid_alive=lambda pid: alive)
+    return build_report(
+        CONFIG,
+        state,
+        NOW,
+        read_file=read,
+        process_identity=lambda pid: (1, None) if alive else None,
+        boot_id=lambda: None,
+    )
 
 
 CASES = [
@@ -74,12 +82,6 @@ CASES = [
         "last check failed: www: DescribeSecret: access denied",
     ),
     (
-        "verify-failed",
-        CertState(installed=installed(60), last_verify_ok=False),
-        WARNING,
-        "did not serve the installed certificate",
-    ),
-    (
         "held",
         CertState(installed=installed(60), held_version_id="v9"),
         WARNING,
@@ -98,7 +100,7 @@ CASES = [
     ("cert", "severity", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_cert_severity(cert: Optional[CertState], severity: int, fragment: str) -> None:
-    report = report_for(cert)
+    report = report_for(cert, live=None if cert else {})  # "nothing installed": no live files
     assert report.severity == severity
     assert fragment in report.summary
 
@@ -108,7 +110,8 @@ def test_live_file_that_is_not_the_installed_cert_is_a_warning() -> None:
     report = report_for(CertState(installed=installed(60)), live=files(other))
     assert report.severity == WARNING and "drift" in report.summary
     assert report.certs[0].live_fingerprint_matches is False
-    assert report_for(CertState(installed=installed(60)), live={}).severity == WARNING
+    gone = report_for(CertState(installed=installed(60)), live={})
+    assert gone.severity == CRITICAL and "live cert.pem, chain.pem" in gone.summary
 
 
 @pytest.mark.parametrize(

@@ -437,8 +437,8 @@ class RecordingOps(FileOps):
         self.fds: Dict[int, str] = {}
         self.at_write: List[Tuple[str, int, int, int, int]] = []
 
-    def open(self, path: str, flags: int, mode: int = 0o777) -> int:
-        fd = super().open(path, flags, mode)
+    def open(self, path: str, flags: int, mode: int = 0o777, dir_fd: Optional[int] = None) -> int:
+        fd = super().open(path, flags, mode, dir_fd)
         self.fds[fd] = os.path.basename(path)
         return fd
 
@@ -507,25 +507,25 @@ class FaultyOps(FileOps):
         self._hit("fsync")
         super().fsync(fd)
 
-    def rename(self, src: str, dst: str) -> None:
+    def rename(self, src: str, dst: str, dir_fd: Optional[int] = None) -> None:
         self._hit("rename")
-        super().rename(src, dst)
+        super().rename(src, dst, dir_fd)
 
-    def symlink(self, target: str, path: str) -> None:
+    def symlink(self, target: str, path: str, dir_fd: Optional[int] = None) -> None:
         self._hit("symlink")
-        super().symlink(target, path)
+        super().symlink(target, path, dir_fd)
 
-    def mkdir(self, path: str, mode: int) -> None:
+    def mkdir(self, path: str, mode: int, dir_fd: Optional[int] = None) -> None:
         self._hit("mkdir")
-        super().mkdir(path, mode)
+        super().mkdir(path, mode, dir_fd)
 
     def fchmod(self, fd: int, mode: int) -> None:
         self._hit("fchmod")
         super().fchmod(fd, mode)
 
-    def rmtree(self, path: str) -> None:
+    def rmtree(self, name: str, dir_fd: int) -> None:
         self._hit("rmtree")
-        super().rmtree(path)
+        super().rmtree(name, dir_fd)
 
 
 def _publish_with_fault(
