@@ -53,6 +53,7 @@ def custom_leaf(
     leaf_key: object,
     names: Sequence[str] = ("www.example.com",),
     eku: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
+    san: bool = True,
 ) -> Issued:
     """A leaf with any key (DSA, secp256k1...) that tests.pki cannot make; self-signed if no issuer."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -68,10 +69,11 @@ def custom_leaf(
         .not_valid_after(start + dt.timedelta(days=90))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-        .add_extension(
+    )
+    if san:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
         )
-    )
     if issuer:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
@@ -123,7 +125,14 @@ def bad_secret_cases(pki: Pki) -> List[BadCase]:
     future = pki.leaf(not_before=t + dt.timedelta(days=1))
     other_host = pki.leaf(names=("api.example.com", "127.0.0.1"))
     wildcard = pki.leaf(names=("*.example.com",))
-    no_san = pki.leaf(san=False)
+    no_san = pki.leaf(san=False)  # the AWS sample's leaves: CN=www.example.com, no SAN
+    no_name = pki.leaf(san=False, cn="Web Server Certificate")  # no SAN, a CN that is no name
+    cn_only_client = custom_leaf(
+        intermediate,
+        ec.generate_private_key(ec.SECP256R1()),
+        eku=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+        san=False,
+    )
     long_lived = pki.leaf(days=365)
 
     body = key.split("\n")[1]
@@ -384,7 +393,41 @@ def bad_secret_cases(pki: Pki) -> List[BadCase]:
             "does not cover 10.0.0.1",
             policy=BundlePolicy(server_name="10.0.0.1"),
         ),
-        BadCase("no-subject-alt-name", _json(pki.secret(no_san)), "has no subjectAltName"),
+        BadCase(
+            "cn-only-refused-by-allow-cn-only-no",
+            _json(pki.secret(no_san)),
+            "CERTIFICATE_PEM names www.example.com in its CN only, without a subjectAltName, "
+            "and allow_cn_only = no",
+            policy=BundlePolicy(allow_cn_only=False),
+        ),
+        BadCase(
+            "cn-only-not-the-server-name",
+            _json(pki.secret(no_san)),
+            "does not cover api.example.com (its CN is www.example.com)",
+            policy=BundlePolicy(server_name="api.example.com"),
+        ),
+        BadCase(
+            "cn-only-ip-server-name",
+            _json(pki.secret(no_san)),
+            "does not cover 127.0.0.1 (its CN is www.example.com)",
+            policy=BundlePolicy(server_name="127.0.0.1"),
+        ),
+        BadCase(
+            "no-subject-alt-name-and-no-name-in-cn",
+            _json(pki.secret(no_name)),
+            "has no subjectAltName DNS names or IP addresses",
+        ),
+        BadCase(
+            "cn-only-client-auth-only",
+            _json(
+                {
+                    **pki.secret(),
+                    "CERTIFICATE_PEM": cn_only_client.pem,
+                    "PRIVATE_KEY_PEM": cn_only_client.key_pem(),
+                }
+            ),
+            "its extendedKeyUsage does not allow serverAuth",
+        ),
         BadCase(
             "rsa-1024",
             _json(pki.secret(rsa1024)),

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import PublicKeyAlgorithmOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, PublicKeyAlgorithmOID
 
 from certpull.bundle_parse import (
     CERT_LABEL,
@@ -35,6 +35,7 @@ from certpull.bundle_parse import (
     required_text,
 )
 from certpull.config import BundlePolicy, SecretFields
+from certpull.config_values import is_dns_name
 from certpull.errors import BundleError
 
 CERT_FILE = "cert.pem"
@@ -113,8 +114,9 @@ def validate(
     3. The key matches the leaf (public keys compared).
     4. The leaf: not self-signed, a supported and strong enough key (RSA, not RSA-PSS: written
        as PKCS#8 it would no longer pair with its certificate in OpenSSL; EC P-256/384/521),
-       valid at ``now`` (NotYetValid before its notBefore), has subjectAltNames and covers
-       ``server_name``.
+       valid at ``now`` (NotYetValid before its notBefore), covers ``server_name`` with its
+       subjectAltNames; or, without any (the AWS sample's leaves), with its CN when
+       ``allow_cn_only``: installable, with a warning (modern clients refuse such leaves).
     5. The chain's shape: no duplicates, no leaf in it, no SHA-1 or MD5 signature below the
        trust anchor, each certificate directly issued by the next.
     6. The chain verifies from the leaf under the web PKI profile, trusting its last certificate.
@@ -142,7 +144,7 @@ def validate(
         raise BundleError(f"{names.private_key} does not match {names.certificate}")
     # (4)
     info = _leaf_info(leaf, names.certificate)
-    _check_leaf(leaf, info, policy, now)
+    warnings = _check_leaf(leaf, info, policy, now)
     # (5)
     _check_duplicates(chain, names)
     _check_signature_hashes(leaf, chain, names)
@@ -165,9 +167,8 @@ def validate(
     cert_pem = _pem(leaf)
     chain_pem = b"".join(_pem(c) for c in chain)
     first = min(chain, key=lambda c: c.not_valid_after_utc)
-    warnings: Tuple[str, ...] = ()
     if first.not_valid_after_utc < info.not_after:
-        warnings = (
+        warnings += (
             f"{_dn(first.subject)} in {names.chain} expires {_when(first.not_valid_after_utc)}, "
             f"before the certificate ({_when(info.not_after)}): renew the chain before then",
         )
@@ -312,7 +313,8 @@ def _key_type(public_key: Any) -> str:
 
 def _check_leaf(
     cert: x509.Certificate, info: LeafInfo, policy: BundlePolicy, now: dt.datetime
-) -> None:
+) -> Tuple[str, ...]:
+    """The leaf's own checks; returns its warnings (a CN-only leaf)."""
     name = policy.fields.certificate
     if _is_self_signed(cert):
         raise BundleError(f"{name} is self-signed; it must be issued by a CA")
@@ -339,10 +341,40 @@ def _check_leaf(
     if now > info.not_after:
         raise BundleError(f"{name} expired on {_when(info.not_after)}")
     if not info.names:
-        raise BundleError(f"{name} has no subjectAltName DNS names or IP addresses")
+        return (_check_cn_only(cert, policy),)
     if policy.server_name is not None and not certificate_covers(cert, policy.server_name):
         listed = ", ".join(info.names)[:_MAX_DETAIL_CHARS]
         raise BundleError(f"{name} does not cover {policy.server_name} (it names {listed})")
+    return ()
+
+
+def _check_cn_only(cert: x509.Certificate, policy: BundlePolicy) -> str:
+    """A leaf without subjectAltName: accepted on its CN (a DNS name, the AWS sample's leaves)
+    when ``allow_cn_only`` and the CN covers ``server_name``; the warning that goes with it."""
+    name = policy.fields.certificate
+    cn = _common_name(cert)
+    if cn is None:
+        raise BundleError(f"{name} has no subjectAltName DNS names or IP addresses")
+    if not policy.allow_cn_only:
+        raise BundleError(
+            f"{name} names {cn} in its CN only, without a subjectAltName, and allow_cn_only = no"
+        )
+    if policy.server_name is not None and not _covers([cn], [], policy.server_name):
+        raise BundleError(f"{name} does not cover {policy.server_name} (its CN is {cn})")
+    return (
+        f"{name} names {cn} in its CN only, without a subjectAltName: Go, Chrome and other "
+        "modern clients refuse it; reissue it with a subjectAltName (certpull's rotation "
+        "function does)"
+    )
+
+
+def _common_name(cert: x509.Certificate) -> Optional[str]:
+    """The subject's CN when it is one DNS name (what a CN-only leaf can be matched on)."""
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(values) != 1 or not isinstance(values[0].value, str):
+        return None
+    cn = values[0].value.strip()
+    return cn if is_dns_name(cn.replace("*.", "", 1)) else None
 
 
 def _covers(
@@ -484,13 +516,14 @@ def _verify_path(
     """Web PKI path validation, trusting the chain's last certificate (root or top intermediate):
     catches what the shape check does not (non-CA issuers, expired intermediates, weak
     signatures, missing serverAuth)."""
-    subject = _verification_subject(leaf, policy.server_name)
-    verifier = (
-        verification.PolicyBuilder()
-        .store(verification.Store([chain[-1]]))
-        .time(now)
-        .build_server_verifier(subject)
-    )
+    builder = verification.PolicyBuilder().store(verification.Store([chain[-1]])).time(now)
+    verifier: Union[verification.ServerVerifier, verification.ClientVerifier]
+    if any(_san(leaf)):
+        verifier = builder.build_server_verifier(_verification_subject(leaf, policy.server_name))
+    else:
+        verifier = builder.extension_policies(
+            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=_CN_ONLY_EE
+        ).build_client_verifier()
     failure = None
     try:
         verifier.verify(leaf, list(chain[:-1]))
@@ -503,6 +536,27 @@ def _verify_path(
         raise BundleError(
             f"{policy.fields.certificate} does not verify against {policy.fields.chain}: {failure}"
         )
+
+
+def _server_auth_allowed(
+    policy: verification.Policy, cert: x509.Certificate, eku: Optional[x509.ExtendedKeyUsage]
+) -> None:
+    """The web PKI's EKU rule, kept for a leaf verified without a name: serverAuth (or any)."""
+    if eku is not None and not {
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    } & set(eku):
+        raise ValueError("its extendedKeyUsage does not allow serverAuth")
+
+
+# A CN-only leaf cannot pass the server verifier (it matches names in the subjectAltName only):
+# the web PKI's end-entity rules with the subjectAltName optional and the EKU rule kept (the
+# name itself is checked against the CN in step 4).
+_CN_ONLY_EE = (
+    verification.ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None)
+    .may_be_present(x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _server_auth_allowed)
+)
 
 
 def _verification_subject(

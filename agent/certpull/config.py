@@ -85,6 +85,7 @@ class BundlePolicy:
     server_name: Optional[str] = field(default=None, metadata=key(v.server_name))
     min_rsa_bits: int = field(default=2048, metadata=key(v.integer(2048, 16384)))
     allow_downgrade: bool = field(default=False, metadata=key(v.boolean))
+    allow_cn_only: bool = field(default=True, metadata=key(v.boolean))
     include_root: bool = field(default=False, metadata=key(v.boolean))
     fields: SecretFields = field(default_factory=SecretFields, metadata=nested(SecretFields))
     max_secret_bytes: int = 65536  # Secrets Manager's own limit; not a key

@@ -140,17 +140,7 @@ def _cert_report(
     live = {f: _read_or_none(read_file, os.path.join(live_dir, f)) for f in LIVE_FILES}
     report.live_files_missing = [f for f, data in live.items() if data is None]
     if cstate is None or cstate.installed is None:
-        if live["cert.pem"] is not None:
-            build.worse(
-                UNKNOWN,
-                "state.json does not describe the installed files (damaged or lost?); "
-                "the next pass of the agent rebuilds it",
-            )
-        else:
-            build.worse(CRITICAL, "nothing installed yet")
-        if cstate is not None and cstate.last_error:
-            report.last_error = cstate.last_error
-            report.problems.append(cstate.last_error)
+        _not_installed(build, cstate, live["cert.pem"] is not None)
         return report
     inst = cstate.installed
     report.version_id = inst.version_id
@@ -159,13 +149,10 @@ def _cert_report(
     report.subject = inst.subject
     report.not_after = inst.not_after
     report.chain_not_after = inst.chain_not_after or None
-    report.last_check_at = cstate.last_check_at
+    _checks(report, cstate)
     report.last_change_at = cstate.last_change_at
     report.last_error = cstate.last_error
     report.last_verify_ok = cstate.last_verify_ok
-    report.next_check_at = cstate.next_check_at
-    report.backoff_until = cstate.backoff_until
-    report.consecutive_failures = cstate.consecutive_failures
     report.pending_version_id = cstate.pending.version_id if cstate.pending else None
     report.pending_not_before = (cstate.pending.not_before or None) if cstate.pending else None
     report.rejected_version_id = cstate.rejected.version_id if cstate.rejected else None
@@ -187,6 +174,13 @@ def _cert_report(
     if live_cert is not None and not report.live_fingerprint_matches:
         build.worse(
             WARNING, "the live cert.pem is not the installed certificate (drift not yet repaired)"
+        )
+    if not inst.names:
+        build.worse(
+            WARNING,
+            f"the certificate names its host in the CN only ({inst.subject}), without a "
+            "subjectAltName: Go, Chrome and other modern clients refuse it; reissue it with a "
+            "subjectAltName (certpull's rotation function does)",
         )
     _served(build, cstate, cert.verify is not None)
     if cstate.last_error:
@@ -231,6 +225,37 @@ def _expiry(
         build.worse(CRITICAL, f"{prefix}expires in {days_left:.1f} days ({moment:%Y-%m-%d})")
     elif days_left <= agent.warn_days:
         build.worse(WARNING, f"{prefix}expires in {days_left:.1f} days ({moment:%Y-%m-%d})")
+
+
+def _not_installed(build: _Cert, cstate: Optional[CertState], live_cert: bool) -> None:
+    """No installed record: nothing yet, a failed first install, or a damaged state.json."""
+    if live_cert and cstate is not None and cstate.last_error:
+        build.worse(  # state.json is intact: it says the first install failed
+            CRITICAL,
+            "the first install failed: its files are in the live directory, not proven "
+            "served; the next pass tries again",
+        )
+    elif live_cert:
+        build.worse(
+            UNKNOWN,
+            "state.json does not describe the installed files (damaged or lost?); "
+            "the next pass of the agent rebuilds it",
+        )
+    else:
+        build.worse(CRITICAL, "nothing installed yet")
+    if cstate is not None:
+        _checks(build.report, cstate)  # a first sync refused: when it looked, when it looks again
+        if cstate.last_error:
+            build.report.last_error = cstate.last_error
+            build.report.problems.append(cstate.last_error)
+
+
+def _checks(report: CertReport, cstate: CertState) -> None:
+    """When the agent last looked at the secret and when it looks next."""
+    report.last_check_at = cstate.last_check_at
+    report.next_check_at = cstate.next_check_at
+    report.backoff_until = cstate.backoff_until
+    report.consecutive_failures = cstate.consecutive_failures
 
 
 def _served(build: _Cert, cstate: CertState, has_target: bool) -> None:

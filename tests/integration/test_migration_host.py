@@ -6,8 +6,9 @@ output in place under umask 0022, the chain appended to the CA bundle). certpull
 with the guide's own ``[cert:www]`` block (paths moved under a temporary root) and installs over
 the same paths through its compat links.
 
-The secret is taken over by certpull's rotation function before certpull installs it (the guide's
-step 3 first): this agent still refuses the sample's CN-only leaves.
+certpull first installs and serves what the sample stored (a CN-only leaf, reported as a WARNING),
+then the guide's step 3 moves the secret to certpull's rotation function and the next sync serves
+a leaf with a subjectAltName (status OK).
 """
 
 from __future__ import annotations
@@ -120,13 +121,6 @@ def test_a_host_moves_from_the_document_to_certpull_with_ssl_conf_unmodified(
     httpd.start()
     assert httpd.served_leaf_der() == der(sample["CERTIFICATE_PEM"])
 
-    # The guide's step 3: certpull's rotation function takes the secret over.
-    token = local_aws.begin_rotation(secret_arn)
-    rotation = Rotation(sm, AwsIssuers(local_aws.client))
-    for step in STEPS:
-        rotation.run(secret_arn, token, step)
-    taken_over = json.loads(current_string(local_aws, secret_arn))
-
     # The guide's step 2: certpull with the guide's [cert:www] block, paths under the test root.
     guide = guide_host_config()
     options: Dict[str, str] = {}
@@ -143,6 +137,24 @@ def test_a_host_moves_from_the_document_to_certpull_with_ssl_conf_unmodified(
     for args in (("check-config",), ("sync", "--dry-run"), ("sync",)):
         done = site.certpull(*args)
         assert done.returncode == 0, f"certpull {' '.join(args)}:\n{done.stdout}{done.stderr}"
+
+    # What the sample stored is served as it is, and status says why it is only a WARNING.
+    assert httpd.served_leaf_der() == der(sample["CERTIFICATE_PEM"])
+    status = site.certpull("status", "--json")
+    assert status.returncode == 1, status.stdout
+    problems = json.loads(status.stdout)["certs"]["www"]["problems"]
+    assert any("in the CN only" in p and "Go, Chrome" in p for p in problems), problems
+
+    # The guide's step 3: certpull's rotation function takes the secret over.
+    token = local_aws.begin_rotation(secret_arn)
+    rotation = Rotation(sm, AwsIssuers(local_aws.client))
+    for step in STEPS:
+        rotation.run(secret_arn, token, step)
+    taken_over = json.loads(current_string(local_aws, secret_arn))
+    done = site.certpull("sync")
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = site.certpull("status", "--json")
+    assert status.returncode == 0, status.stdout
 
     crt, key = certs / "localhost.crt", private / "localhost.key"
     assert crt.is_symlink() and key.is_symlink()

@@ -306,16 +306,33 @@ def test_host_fed_by_the_sample_is_served_after_the_takeover(
     apache: ApacheFactory,
     pki: Pki,
 ) -> None:
-    """Today's agent refuses the sample's CN-only leaf (the lead's bundle change is pending); the
-    first rotation by certpull's function gives it a leaf it installs and httpd serves."""
+    """The agent serves the sample's CN-only leaf (allow_cn_only, the default), refuses it when
+    told to (nothing touched), and the first rotation by certpull's function replaces it."""
     secret = new_secret(local_aws, sample_settings(rsa_ca, CN))
     sample_rotate(local_aws, secret)
+    strict = Site(tmp_path / "strict", local_aws, aws_proxy, apache.new(), pki, secret_arn=secret)
+    strict.root.mkdir()
+    strict.cert_options["allow_cn_only"] = "no"
+    strict.write_config()
+    refused = strict.certpull("sync")
+    assert refused.returncode == 1
+    assert (
+        "in its CN only, without a subjectAltName, and allow_cn_only = no"
+        in refused.stdout + refused.stderr
+    )
+    assert not (strict.cert_dir / "cert.pem").exists()
+
     site = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki, secret_arn=secret)
     site.write_config()
+    site.apache.start()
+    first = site.certpull("sync")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert site.served_der() == leaf(current(local_aws, secret)).public_bytes(Encoding.DER)
+    assert not has_san(leaf(current(local_aws, secret)))
 
     certpull_rotate(local_aws, secret)
     done = site.certpull("sync")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    site.apache.start()
     assert site.served_der() == leaf(current(local_aws, secret)).public_bytes(Encoding.DER)
+    assert has_san(leaf(current(local_aws, secret)))

@@ -295,3 +295,32 @@ def test_bundle_is_immutable() -> None:
     with pytest.raises(AttributeError):
         bundle.key_pem = b""  # type: ignore[misc]
     assert isinstance(bundle, CertBundle)
+
+
+# --- the AWS sample's CN-only leaves (issue 11) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "server_name", [None, "www.example.com", "WWW.Example.com."], ids=["unset", "exact", "case-dot"]
+)
+def test_a_cn_only_leaf_is_installed_with_a_warning_when_its_cn_covers_the_server_name(
+    server_name: object,
+) -> None:
+    leaf = PKI.leaf(san=False)  # what the sample's ACM PCA CSR gives: CN=www.example.com, no SAN
+    bundle = validate(
+        PKI.secret_string(leaf),
+        BundlePolicy(server_name=server_name),
+        now(),  # type: ignore[arg-type]
+    )
+    assert bundle.cert_pem == leaf.pem.encode()
+    assert bundle.leaf.names == ()
+    (warning,) = bundle.warnings
+    assert warning.startswith("CERTIFICATE_PEM names www.example.com in its CN only")
+    assert "Go, Chrome" in warning and "\n" not in warning
+
+
+def test_a_cn_only_wildcard_covers_one_label() -> None:
+    leaf = PKI.leaf(san=False, cn="*.example.com")
+    assert validate(PKI.secret_string(leaf), BundlePolicy(server_name="www.example.com"), now())
+    with pytest.raises(BundleError, match=r"does not cover a.b.example.com \(its CN is"):
+        validate(PKI.secret_string(leaf), BundlePolicy(server_name="a.b.example.com"), now())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Optional
 
@@ -30,6 +31,7 @@ def installed(days_left: float) -> Installed:
         serial="ab",
         fingerprint_sha256=FINGERPRINT,
         subject="CN=www.example.com",
+        names=["www.example.com", "127.0.0.1"],
         not_after=not_after.isoformat(),
     )
 
@@ -86,6 +88,12 @@ CASES = [
         CertState(installed=installed(60), held_version_id="v9"),
         WARNING,
         "version v9 is held",
+    ),
+    (
+        "cn-only",  # the AWS sample's leaves: installed, but modern clients refuse them
+        CertState(installed=replace(installed(60), names=[])),
+        WARNING,
+        "names its host in the CN only (CN=www.example.com), without a subjectAltName: Go, Chrome",
     ),
     (
         "pending-is-fine",
@@ -167,3 +175,38 @@ def test_status_module_imports_neither_boto3_nor_cryptography(real_subprocess: N
 
 def test_unknown_is_three() -> None:
     assert UNKNOWN == 3
+
+
+def test_a_refused_first_sync_shows_when_it_looked_and_when_it_looks_again() -> None:
+    """Nothing installed yet, the first check refused the secret: status still says when."""
+    cert = CertState(
+        last_check_at=NOW - 120,
+        next_check_at=NOW + 180,
+        consecutive_failures=2,
+        last_error="www: CERTIFICATE_PEM has no subjectAltName DNS names or IP addresses",
+    )
+    report = report_for(cert, live={})
+    assert report.severity == CRITICAL
+    (www,) = report.certs
+    assert (www.last_check_at, www.next_check_at, www.consecutive_failures) == (
+        NOW - 120,
+        NOW + 180,
+        2,
+    )
+    text = render_text(report, NOW)
+    assert "last check:  2027-01-15 07:58:00 UTC (2 min ago)" in text, text
+    assert "next check:  in 180 s" in text, text
+
+
+def test_a_failed_first_install_is_critical_not_a_damaged_state() -> None:
+    """The files of a first install stay when it fails (nothing to roll back to); state.json is
+    intact and says why, so status names the failure instead of blaming state.json."""
+    error = (
+        "www: cannot make its compat links: cannot link /etc/x.crt: directory /etc does not exist"
+    )
+    report = report_for(CertState(last_check_at=NOW, last_error=error))  # live files present
+    assert report.severity == CRITICAL
+    (www,) = report.certs
+    assert www.problems[0].startswith("the first install failed: its files are in the live")
+    assert error in www.problems
+    assert not any("state.json" in p for p in www.problems)

@@ -48,6 +48,7 @@ def installed(days_left: float = 60, chain_days: Optional[float] = 400) -> Insta
         serial="ab",
         fingerprint_sha256=FINGERPRINT,
         subject="CN=www.example.com",
+        names=["www.example.com", "127.0.0.1"],
         not_after=when(days_left),
         chain_not_after=when(chain_days) if chain_days is not None else "",
         chain_expiring="CN=certpull test intermediate",
