@@ -324,9 +324,9 @@ def test_host_fed_by_the_sample_is_served_after_the_takeover(
 
     site = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki, secret_arn=secret)
     site.write_config()
-    site.apache.start()
     first = site.certpull("sync")
     assert first.returncode == 0, first.stdout + first.stderr
+    site.apache.start()
     assert site.served_der() == leaf(current(local_aws, secret)).public_bytes(Encoding.DER)
     assert not has_san(leaf(current(local_aws, secret)))
 

@@ -127,7 +127,8 @@ class Rotation:
         3. The chain holds the certificate of the CA in CA_ARN.
         """
         secret_string = self._string(secret_id, version_id=token, stage=PENDING)
-        bundle = validate(secret_string, BundlePolicy(include_root=True), self._clock())  # (1)
+        policy = BundlePolicy(include_root=True, allow_cn_only=False)  # it issues SANs, always
+        bundle = validate(secret_string, policy, self._clock())  # (1)
         settings = parse_settings(json.loads(secret_string))
         missing = [  # (2)
             name
