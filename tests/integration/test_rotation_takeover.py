@@ -336,3 +336,53 @@ def test_host_fed_by_the_sample_is_served_after_the_takeover(
     assert done.returncode == 0, done.stdout + done.stderr
     assert site.served_der() == leaf(current(local_aws, secret)).public_bytes(Encoding.DER)
     assert has_san(leaf(current(local_aws, secret)))
+
+
+def test_a_host_fed_by_the_sample_lives_through_its_renewals_and_failures(
+    tmp_path: Path,
+    local_aws: LocalAws,
+    rsa_ca: str,
+    proxied: AwsProxy,
+    apache: ApacheFactory,
+    pki: Pki,
+) -> None:
+    """What the sample stores over a secret's life, as one host sees it: its CN-only leaf is served
+    with a WARNING; a renewal with the same key is installed; a failed rotation that stored the old
+    bytes again is no change; a version with no certificate fields is one clear line, and the
+    installed certificate stays served."""
+    secret = new_secret(local_aws, sample_settings(rsa_ca, CN))
+    sample_rotate(local_aws, secret)
+    site = Site(tmp_path, local_aws, proxied, apache.new(), pki, secret_arn=secret)
+    site.cert_options["server_name"] = CN
+    site.write_config()
+    assert site.certpull("sync").returncode == 0
+    site.apache.start()
+    assert site.certpull("verify").returncode == 0  # a handshake proves it served
+    status = site.certpull("status", "--json")
+    assert status.returncode == 1, status.stdout  # WARNING: served, but CN-only
+    assert (
+        json.loads(status.stdout)["certs"]["www"]["served"] == "matches the installed certificate"
+    )
+
+    sample_rotate(local_aws, secret)  # a renewal: a new CN-only leaf, the same key
+    renewed = current(local_aws, secret)
+    done = site.certpull("sync")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert site.served_der() == leaf(renewed).public_bytes(Encoding.DER)
+
+    proxied.inject(Fault(operation="IssueCertificate", status=400, code="RequestFailedException"))
+    sample_rotate(local_aws, secret, via(proxied, "acm-pca"))  # the old bytes, a new version
+    again = site.certpull("sync")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "carries the installed certificate; nothing to do" in again.stdout + again.stderr
+
+    client(local_aws, "secretsmanager").put_secret_value(
+        SecretId=secret,
+        SecretString=json.dumps(settings_of(renewed)),  # no certificate fields
+    )
+    broken = site.certpull("sync")
+    assert broken.returncode == 1
+    lines = [ln for ln in (broken.stdout + broken.stderr).splitlines() if "CERTIFICATE_PEM" in ln]
+    assert lines and all("www" in ln for ln in lines), broken.stdout + broken.stderr
+    assert "Traceback" not in broken.stderr
+    assert site.served_der() == leaf(renewed).public_bytes(Encoding.DER)
