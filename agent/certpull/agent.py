@@ -1,7 +1,8 @@
 """One pass, and the other one-shot operations: secret -> validated bundle -> live files -> httpd.
 
 `Agent.sync` owns the order of operations of a pass and nothing else: each step is a call into one
-adapter (source, store, httpd, state) or the pure core (bundle); steps 5-8 are install.py's. The
+adapter (source, store, httpd, state) or the pure core (bundle); step 0 is heal.py's, steps 5-8
+are install.py's, and record.py keeps each certificate's record consistent with the outcome. The
 CLI runs one pass per command; the daemon (daemon.py) runs passes when they are due. Every side
 effect is a constructor argument; wiring.py builds the real ones.
 """
@@ -9,7 +10,6 @@ effect is a constructor argument; wiring.py builds the real ones.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -17,38 +17,45 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
 from certpull.bundle import (
     CERT_FILE,
-    CHAIN_FILE,
     CertBundle,
     NotYetValid,
-    chain_expiry,
     installed_bundle,
-    leaf_info,
     validate,
 )
 from certpull.compat import CompatLinks
 from certpull.config import CertConfig, Config
 from certpull.errors import BundleError, ReloadError, SourceError, StoreError
+from certpull.heal import Healer, active_is, installed_expiry, intact, moved_back, same_bytes
 from certpull.httpd import wait_until_served
 from certpull.install import Candidate, Installer
 from certpull.interfaces import ServedCheck, Server, Source, StateStore
-from certpull.layout import sanitize_label, version_label
+from certpull.layout import version_label
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
-from certpull.state import CertState, Installed, Pending, Rejected, State, StateDamaged
+from certpull.record import (
+    bundle_id,
+    not_yet_valid,
+    pending_until,
+    proven,
+    record_failure,
+    record_installs,
+    record_success,
+    record_verified,
+    refused_again,
+)
+from certpull.state import CertState, Pending, State
 from certpull.store import LiveDir
 from certpull.windows import InstallWindows, install_allowed
 
 if TYPE_CHECKING:
-    from certpull.source import SecretValue
+    pass
 
 log = logging.getLogger("certpull")
 
 LiveDirFactory = Callable[[CertConfig], LiveDir]
-QUICK_VERIFY_S = 2.0  # one look at what is served, when nothing was reloaded
 # A notBefore at most this far ahead (clock skew, a certificate issued a moment ago) is pending
 # until then; further ahead is refused like any invalid certificate.
 NOT_BEFORE_PENDING_S = 3600.0
-HISTORY_LEN = 20
 CompatFactory = Callable[[CertConfig], CompatLinks]
 
 
@@ -76,6 +83,7 @@ class Agent:
         self.compat_for = compat_for
         self.clock = clock
         self.installer = Installer(httpd, served_check, config.agent.verify_timeout_s)
+        self.healer = Healer(state_file, self.installer, clock)
 
     # --- public passes -----------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class Agent:
         """
         certs = self._select(names)
         with self.state_file.lock():
-            state = self._load_state()
+            state = self.healer.load_state()
             report = PassReport()
             candidates: List[Candidate] = []
             if retry_refused and not dry_run:
@@ -134,11 +142,11 @@ class Agent:
                 for cand in candidates:
                     message = f"{cand.cert.name}: not installing: {unwritable}"
                     report.outcomes.append(
-                        self._failure(cand.cert, state.cert(cand.cert.name), now, message, True)
+                        record_failure(cand.cert, state.cert(cand.cert.name), now, message, True)
                     )
             elif candidates:
                 self.installer.apply(candidates)  # (5)-(8)
-                report.outcomes.extend(self._record_installs(candidates, state))
+                report.outcomes.extend(record_installs(candidates, state, self.clock()))
             if not dry_run and unwritable is None:
                 self.state_file.save(state)  # (9)
         for outcome in report.outcomes:
@@ -203,7 +211,7 @@ class Agent:
                 log.warning("%s: drift: compat links restored", name, extra=cert_fields(name))
             if not problems and not relinked:
                 return True
-            state = self._load_state()
+            state = self.healer.load_state()
             cstate = state.cert(name)
             cstate.drift_count += 1
             cstate.last_drift_at = self.clock()
@@ -228,7 +236,7 @@ class Agent:
         cert = self.config.cert(name)
         live = self.live_dir_for(cert)
         with self.state_file.lock():
-            state = self._load_state()
+            state = self.healer.load_state()
             cstate = state.cert(name)
             try:
                 target, active = live.rollback_target(), live.current()  # (1)
@@ -250,7 +258,7 @@ class Agent:
                 cstate.rollback_to = target
                 live.set_hold(cstate.held_version_id)
                 self.state_file.save(state)  # (2)
-                self._finish_rollback(cert, cstate, live)  # (3)
+                self.healer.finish_rollback(cert, cstate, live)  # (3)
                 self.state_file.save(state)
             except StoreError as exc:
                 outcome = Outcome(name, Status.FAILED, f"{name}: rollback failed: {exc}")
@@ -261,14 +269,14 @@ class Agent:
                 if self.installer.reload_checked():
                     cert_pem = live.read(CERT_FILE)
                     self.installer.verify(cert, cert_pem)
-                    self._record_verified(cstate, cert, True)
+                    record_verified(cstate, True, self.clock())
                     served = ""
                 else:
                     served = " (httpd is not running: it loads them when it starts)"
                 cstate.reload_pending = False
             except (ReloadError, StoreError) as exc:
                 outcome = Outcome(name, Status.FAILED, f"{name}: rolled back on disk, but {exc}")
-                self._record_verified(cstate, cert, False)
+                record_verified(cstate, False, self.clock())
             else:
                 outcome = Outcome(
                     name, Status.INSTALLED, f"{name}: rolled back to {new_version}{served}"
@@ -280,7 +288,7 @@ class Agent:
     def verify(self, names: Optional[Sequence[str]] = None) -> List[Outcome]:
         """Compare what httpd serves with what is installed, for certificates with `verify` set."""
         outcomes = []
-        state = self._load_state()
+        state = self.healer.load_state()
         for cert in self._select(names):
             if cert.verify is None:
                 outcomes.append(
@@ -300,10 +308,10 @@ class Agent:
                     f"{cert.name}: served certificate matches ({waited:.2f} s)",
                 )
                 ok = True
-            self._record_verified(state.cert(cert.name), cert, ok, live)
+            record_verified(state.cert(cert.name), ok, self.clock())
             outcomes.append(outcome)
         with self.state_file.lock():
-            fresh = self._load_state()
+            fresh = self.healer.load_state()
             for name, cstate in state.certs.items():
                 if name in fresh.certs:
                     fresh.certs[name].last_verify_ok = cstate.last_verify_ok
@@ -333,22 +341,22 @@ class Agent:
         try:
             live = self.live_dir_for(cert)
             if not dry_run:
-                self._heal_record(cert, cstate, live)  # (0)
+                self.healer.heal_record(cert, cstate, live)  # (0)
             version_id = self.source.current_version_id(
                 cert.secret_arn, cert.role_arn, cert.external_id
             )  # (1)
             if self._is_current(cert, cstate, live, version_id):
                 if cstate.reload_pending and not dry_run:
                     return self._reload_candidate(cert, cstate, live, version_id)
-                if not dry_run and not self._proven(cstate):
-                    self._served_now(cert, cstate, live.read(CERT_FILE))
-                self._record_success(cstate, now, version_id)
+                if not dry_run and not proven(cstate):
+                    self.healer.served_now(cert, cstate, live.read(CERT_FILE))
+                record_success(cstate, now, version_id)
                 cstate.pending = None
                 return Outcome(
                     cert.name, Status.CURRENT, f"{cert.name}: current ({version_id})", version_id
                 )
             if cstate.held_version_id == version_id:
-                if cstate.reload_pending and not dry_run and self._intact(cstate, live):
+                if cstate.reload_pending and not dry_run and intact(cstate, live):
                     return self._reload_candidate(cert, cstate, live, version_id)
                 cstate.last_check_at = now
                 return Outcome(
@@ -359,8 +367,8 @@ class Agent:
                 )
             rejected = cstate.rejected
             if rejected is not None and rejected.version_id == version_id:
-                return self._refused_again(cert, cstate, now, version_id)
-            installed_not_after = self._installed_not_after(live, cstate)
+                return refused_again(cert, cstate, now, version_id)
+            installed_not_after = installed_expiry(live, cstate)
             allowed, why = install_allowed(
                 windows,
                 datetime.fromtimestamp(now, timezone.utc),
@@ -368,7 +376,7 @@ class Agent:
                 self.config.agent.urgent_before_expiry_days,
                 installed_valid=installed_not_after is not None,
             )
-            waiting = self._not_yet_valid(cert, cstate, now, version_id)
+            waiting = not_yet_valid(cert, cstate, now, version_id)
             if waiting is not None:
                 return waiting
             if not allowed and cstate.pending and cstate.pending.version_id == version_id:
@@ -382,7 +390,7 @@ class Agent:
             value = self.source.fetch_current(
                 cert.secret_arn, cert.role_arn, cert.external_id
             )  # (2)
-            if self._moved_back(cstate, live, value.version_id):
+            if moved_back(cstate, live, value.version_id):
                 log.info(
                     "%s: AWSCURRENT moved back to version %s, which this host installed before: "
                     "installing it even if it expires earlier",
@@ -401,25 +409,25 @@ class Agent:
             except NotYetValid as early:
                 if early.not_before.timestamp() - now > NOT_BEFORE_PENDING_S:
                     raise  # not skew nor a fresh issuance: a BundleError, reported below
-                return self._pending_until(cert, cstate, now, value, early, installed_not_after)
+                return pending_until(cert, cstate, now, value, early, installed_not_after)
         except SourceError as exc:
-            return self._failure(
+            return record_failure(
                 cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", exc.transient
             )
         except BundleError as exc:
-            return self._failure(
+            return record_failure(
                 cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", False
             )
         except StoreError as exc:  # the live directory itself is unreadable: this cert only
-            return self._failure(cert, cstate, now, f"{cert.name}: {exc}", True)
+            return record_failure(cert, cstate, now, f"{cert.name}: {exc}", True)
         if cstate.rejected is not None and cstate.rejected.fingerprint == bundle_id(bundle):
-            return self._refused_again(cert, cstate, now, value.version_id)
-        if self._same_bytes(live, bundle):  # (4)
+            return refused_again(cert, cstate, now, value.version_id)
+        if same_bytes(live, bundle):  # (4)
             installed = cstate.installed
-            if installed is None or not self._active_is(live, installed.store_version):
+            if installed is None or not active_is(live, installed.store_version):
                 return self._resume(cert, value.version_id, bundle, live, dry_run)
             installed.version_id = value.version_id
-            self._record_success(cstate, now, value.version_id)
+            record_success(cstate, now, value.version_id)
             return Outcome(
                 cert.name,
                 Status.UNCHANGED,
@@ -433,7 +441,7 @@ class Agent:
                 not_after=bundle.leaf.not_after.isoformat(),
                 found_at=now,
             )
-            self._record_success(cstate, now, value.version_id)
+            record_success(cstate, now, value.version_id)
             return Outcome(
                 cert.name,
                 Status.PENDING,
@@ -458,7 +466,7 @@ class Agent:
         installed = cstate.installed
         if installed is None or installed.version_id != version_id:
             return False
-        if not self._active_is(live, installed.store_version):
+        if not active_is(live, installed.store_version):
             return False
         problems = live.verify_links()
         if not problems:
@@ -489,137 +497,6 @@ class Agent:
             )
         return Candidate(cert, version_id, bundle, live, self.compat_for(cert), resume=True)
 
-    def _installed_not_after(self, live: LiveDir, cstate: CertState) -> Optional[datetime]:
-        """Expiry of what the agent installed. The live cert.pem when the active version is
-        intact (its manifest proves certpull wrote it): state.json is only a cache of it, and a
-        damaged record must not refuse every rotation as a downgrade. Else the record (an
-        edited cert.pem must not decide what may replace it)."""
-        try:
-            if live.current() is not None and not live.verify_links():
-                return leaf_info(live.read(CERT_FILE)).not_after
-        except (StoreError, BundleError, OSError):
-            pass
-        if cstate.installed is not None and cstate.installed.not_after:
-            with contextlib.suppress(ValueError):
-                parsed = datetime.fromisoformat(cstate.installed.not_after)
-                return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-        return None
-
-    def _active_is(self, live: LiveDir, store_version: str) -> bool:
-        """Whether ``store_version`` is the active version (False when ``..data`` is broken)."""
-        try:
-            return live.current() == store_version
-        except StoreError:
-            return False
-
-    def _intact(self, cstate: CertState, live: LiveDir) -> bool:
-        """The installed record's version is active and its files are as installed."""
-        installed = cstate.installed
-        return (
-            installed is not None
-            and self._active_is(live, installed.store_version)
-            and not live.verify_links()
-        )
-
-    # --- step 0: healing the record -------------------------------------------------------
-
-    def _load_state(self) -> State:
-        """state.json, or an empty state when it is damaged (kept aside; the record of each
-        certificate is then rebuilt from its live directory by `_heal_record`)."""
-        try:
-            return self.state_file.load()
-        except StateDamaged as exc:
-            kept = self.state_file.quarantine()
-            log.warning(
-                "%s; kept as %s; rebuilding it from the live directories", exc, kept or "nothing"
-            )
-            return State()
-
-    def _heal_record(self, cert: CertConfig, cstate: CertState, live: LiveDir) -> None:
-        """Step 0 for one certificate: finish an interrupted rollback; rebuild a missing record
-        from an intact active version (the label of its directory is the secret's version id);
-        a rebuilt record not proven served by a handshake is marked for a reload."""
-        if cstate.rollback_to:
-            self._finish_rollback(cert, cstate, live)
-        if cstate.installed is not None:
-            return
-        with contextlib.suppress(StoreError):
-            held = live.hold()
-            if held and held != version_label(live.current() or ""):
-                cstate.held_version_id = held
-        try:
-            active = live.current()
-            if active is None or live.verify_links():
-                return
-            files = live.read_all()
-            cstate.installed = self._installed_record(
-                version_label(active),
-                active,
-                files[CERT_FILE],
-                files.get(CHAIN_FILE, b""),
-                None,
-            )
-        except (StoreError, BundleError, KeyError):
-            return
-        log.info(
-            "%s: rebuilt its record from %s (version %s)",
-            cert.name,
-            live.path,
-            cstate.installed.version_id,
-            extra=cert_fields(cert.name),
-        )
-        cstate.reload_pending = not self._served_now(cert, cstate, files[CERT_FILE])
-
-    def _served_now(self, cert: CertConfig, cstate: CertState, cert_pem: bytes) -> bool:
-        """One quick look at what is served: True only when a handshake shows ``cert_pem``."""
-        if cert.verify is None:
-            return False
-        try:
-            self.installer.verify(cert, cert_pem, timeout_s=QUICK_VERIFY_S)
-        except ReloadError:
-            return False
-        self._record_verified(cstate, cert, True)
-        return True
-
-    def _finish_rollback(self, cert: CertConfig, cstate: CertState, live: LiveDir) -> None:
-        """Activate ``rollback_to`` (unless already active) and record it as installed, with a
-        reload pending. A target that is gone cancels the rollback and its hold."""
-        target = cstate.rollback_to or ""
-        if not self._active_is(live, target):
-            if target not in live.versions():
-                log.warning(
-                    "%s: the interrupted rollback to %s cannot be finished: it is gone",
-                    cert.name,
-                    target,
-                    extra=cert_fields(cert.name),
-                )
-                cstate.rollback_to = None
-                cstate.held_version_id = None
-                with contextlib.suppress(StoreError):
-                    live.set_hold(None)
-                return
-            if live.rollback_target() == target:
-                live.rollback(discard_current=True)
-            else:
-                live.activate(target)
-        previous = cstate.previous
-        version_id = (
-            previous.version_id
-            if previous is not None and previous.store_version == target
-            else version_label(target)
-        )
-        cstate.installed = self._installed_record(
-            version_id,
-            target,
-            live.read(CERT_FILE),
-            live.read(CHAIN_FILE),
-            previous.certificate_arn if previous is not None else None,
-        )
-        cstate.previous = None
-        cstate.reload_pending = True
-        cstate.rollback_to = None
-        cstate.last_change_at = self.clock()
-
     def _reload_candidate(
         self, cert: CertConfig, cstate: CertState, live: LiveDir, version_id: str
     ) -> Candidate:
@@ -637,99 +514,6 @@ class Agent:
             reload_only=True,
         )
 
-    def _not_yet_valid(
-        self, cert: CertConfig, cstate: CertState, now: float, version_id: str
-    ) -> Optional[Outcome]:
-        """AWSCURRENT is a version found valid but for its notBefore, still ahead: pending,
-        without fetching it again."""
-        pending = cstate.pending
-        if pending is None or pending.version_id != version_id or not pending.not_before:
-            return None
-        start = _aware(pending.not_before)
-        if start is None or now >= start.timestamp():
-            return None
-        cstate.last_check_at = now
-        return Outcome(
-            cert.name,
-            Status.PENDING,
-            f"{cert.name}: version {version_id} is pending until {_when(start)} (its notBefore)",
-            version_id,
-            due_at=start.timestamp(),
-        )
-
-    def _pending_until(
-        self,
-        cert: CertConfig,
-        cstate: CertState,
-        now: float,
-        value: SecretValue,
-        early: NotYetValid,
-        installed_not_after: Optional[datetime],
-    ) -> Outcome:
-        """Validation stopped at a notBefore at most NOT_BEFORE_PENDING_S ahead (clock skew, a
-        fresh issuance). Checked
-        as it will be at that time: a bundle with another problem fails now, with its reason;
-        a good one is pending and installed then, not an error with backoff."""
-        start = early.not_before
-        validate(value.secret_string, cert.policy, start, installed_not_after)  # BundleError
-        cstate.pending = Pending(
-            version_id=value.version_id,
-            serial=early.leaf.serial,
-            not_after=early.leaf.not_after.isoformat(),
-            found_at=now,
-            not_before=start.isoformat(),
-        )
-        self._record_success(cstate, now, value.version_id)
-        return Outcome(
-            cert.name,
-            Status.PENDING,
-            f"{cert.name}: version {value.version_id} is valid from {_when(start)}; "
-            f"pending until {_when(start)}",
-            value.version_id,
-            due_at=start.timestamp(),
-        )
-
-    def _moved_back(self, cstate: CertState, live: LiveDir, version_id: str) -> bool:
-        """AWSCURRENT is a version this host installed before (its own history, or a version
-        directory it still keeps): the operator reverted a rotation, the AWS way. A version it
-        never installed is new, even when its certificate is older."""
-        installed = cstate.installed
-        if installed is not None and installed.version_id == version_id:
-            return False
-        if version_id in cstate.version_history:
-            return True
-        try:
-            labels = {version_label(v) for v in live.versions()}
-        except StoreError:
-            return False
-        return sanitize_label(version_id) in labels
-
-    def _proven(self, cstate: CertState) -> bool:
-        """A handshake showed the installed leaf served (after its last reload)."""
-        installed = cstate.installed
-        return (
-            installed is not None
-            and cstate.last_verify_ok is True
-            and cstate.verified_fingerprint == installed.fingerprint_sha256
-        )
-
-    def _refused_again(
-        self, cert: CertConfig, cstate: CertState, now: float, version_id: str
-    ) -> Outcome:
-        """A bundle httpd refused before: not installed again (no reload) until the secret
-        moves on to another bundle."""
-        rejected = cstate.rejected
-        assert rejected is not None  # noqa: S101 - the caller checked
-        when = datetime.fromtimestamp(rejected.at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return self._failure(
-            cert,
-            cstate,
-            now,
-            f"{cert.name}: version {version_id} carries the bundle httpd refused at {when} "
-            f"({rejected.reason}); not installing it again until the secret moves on",
-            False,
-        )
-
     def _save_before_install(self, state: State) -> Optional[str]:
         """Save state before anything is installed; the reason when it cannot be written."""
         try:
@@ -738,150 +522,7 @@ class Agent:
             return str(exc)
         return None
 
-    def _same_bytes(self, live: LiveDir, bundle: CertBundle) -> bool:
-        """The active version holds exactly this bundle, unedited, with the configured modes."""
-        try:
-            if live.current() is None:
-                return False
-            return live.read_all() == bundle.files() and not live.verify_links()
-        except (StoreError, OSError):
-            return False
-
-    # --- bookkeeping -------------------------------------------------------------------------
-
-    def _record_installs(self, candidates: List[Candidate], state: State) -> List[Outcome]:
-        """Outcomes and state records of what install.py applied (or rolled back)."""
-        now = self.clock()
-        outcomes = []
-        for cand in candidates:
-            name = cand.cert.name
-            cstate = state.cert(name)
-            if cand.problem:
-                if cand.bundle_fault and not cand.reload_only:
-                    cstate.rejected = Rejected(
-                        version_id=cand.version_id,
-                        fingerprint=bundle_id(cand.bundle),
-                        reason=_short(cand.problem),
-                        at=now,
-                    )
-                outcomes.append(
-                    self._failure(
-                        cand.cert, cstate, now, f"{name}: {cand.problem}", not cand.bundle_fault
-                    )
-                )
-                continue
-            cstate.reload_pending = False
-            if cand.reload_only:
-                if cand.verified is not None:
-                    self._record_verified(cstate, cand.cert, cand.verified)
-                cstate.last_check_at = now
-                outcomes.append(
-                    Outcome(
-                        name,
-                        Status.INSTALLED,
-                        f"{name}: reloaded httpd with the installed version {cand.version_id} "
-                        "(it had not been loaded yet)",
-                        cand.version_id,
-                    )
-                )
-                continue
-            old = cstate.installed
-            if old is not None and old.store_version != cand.store_version:
-                cstate.previous = old
-            cstate.installed = self._installed_record(
-                cand.version_id,
-                cand.store_version,
-                cand.bundle.cert_pem,
-                cand.bundle.chain_pem,
-                cand.bundle.certificate_arn,
-            )
-            _remember(cstate.version_history, cand.version_id)
-            try:
-                if cstate.held_version_id is not None or cand.live.hold() is not None:
-                    cand.live.set_hold(None)
-            except StoreError as exc:
-                log.warning("%s: cannot clear the hold: %s", name, exc)
-            if cand.verified is not None:
-                self._record_verified(cstate, cand.cert, cand.verified)
-            else:  # not proven served (no target, or httpd down: loaded when it starts)
-                cstate.last_verify_ok, cstate.verified_fingerprint = None, None
-            cstate.last_change_at = now
-            cstate.held_version_id = None
-            cstate.rejected = None
-            cstate.pending = None
-            self._record_success(cstate, now, cand.version_id)
-            resumed = " (finished an install that was interrupted)" if cand.resume else ""
-            if cand.note:
-                resumed += f"; {cand.note}"
-            cstate.warnings = list(cand.bundle.warnings)
-            for warning in cand.bundle.warnings:
-                resumed += f"; note: {warning}"
-            outcomes.append(
-                Outcome(
-                    name,
-                    Status.INSTALLED,
-                    f"{name}: installed version {cand.version_id} (serial {cand.bundle.leaf.serial}, "
-                    f"expires {cand.bundle.leaf.not_after:%Y-%m-%d}){resumed}",
-                    cand.version_id,
-                )
-            )
-        return outcomes
-
-    def _record_verified(
-        self,
-        cstate: CertState,
-        cert: CertConfig,
-        ok: bool,
-        live: Optional[LiveDir] = None,
-    ) -> None:
-        """What a handshake just proved: the installed leaf is served (ok), or it is not."""
-        cstate.last_verify_ok, cstate.last_verify_at = ok, self.clock()
-        installed = cstate.installed
-        cstate.verified_fingerprint = installed.fingerprint_sha256 if ok and installed else None
-
-    def _installed_record(
-        self,
-        version_id: str,
-        store_version: str,
-        cert_pem: bytes,
-        chain_pem: bytes,
-        arn: Optional[str],
-    ) -> Installed:
-        info = leaf_info(cert_pem)
-        chain_not_after, chain_expiring = chain_expiry(chain_pem)
-        return Installed(
-            version_id=version_id,
-            store_version=store_version,
-            serial=info.serial,
-            fingerprint_sha256=info.fingerprint_sha256,
-            subject=info.subject,
-            names=list(info.names),
-            not_before=info.not_before.isoformat(),
-            not_after=info.not_after.isoformat(),
-            key_type=info.key_type,
-            certificate_arn=arn,
-            installed_at=self.clock(),
-            chain_not_after=chain_not_after.isoformat() if chain_not_after else "",
-            chain_expiring=chain_expiring,
-        )
-
-    def _record_success(self, cstate: CertState, now: float, version_id: str) -> None:
-        cstate.last_check_at = now
-        cstate.seen_version_id = version_id
-        cstate.last_error = None
-        cstate.last_error_at = None
-        cstate.last_error_transient = None
-        cstate.consecutive_failures = 0
-
-    def _failure(
-        self, cert: CertConfig, cstate: CertState, now: float, message: str, transient: bool
-    ) -> Outcome:
-        cstate.last_check_at = now
-        cstate.last_error = message
-        cstate.last_error_at = now
-        cstate.last_error_transient = transient
-        cstate.consecutive_failures += 1
-        return Outcome(cert.name, Status.FAILED, message, transient=transient)
+    # --- logging ---------------------------------------------------------------------------
 
     def _log_outcome(self, outcome: Outcome) -> None:
         if not self.log_outcomes:
@@ -894,33 +535,3 @@ class Agent:
             level = logging.DEBUG
         extra = cert_fields(outcome.name, secret_arn, outcome.version_id)
         log.log(level, "%s", outcome.message, extra=extra)
-
-
-def _aware(text: str) -> Optional[datetime]:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def bundle_id(bundle: CertBundle) -> str:
-    """What identifies a bundle across versions: the SHA-256 of its certificates (no key)."""
-    return hashlib.sha256(bundle.cert_pem + b"\0" + bundle.chain_pem).hexdigest()
-
-
-def _short(problem: str, limit: int = 160) -> str:
-    first = problem.split("; rolled back", 1)[0]
-    return first if len(first) <= limit else first[: limit - 3] + "..."
-
-
-def _remember(history: List[str], version_id: str) -> None:
-    """Append ``version_id`` to the versions this host installed (most recent last)."""
-    if version_id in history:
-        history.remove(version_id)
-    history.append(version_id)
-    del history[:-HISTORY_LEN]

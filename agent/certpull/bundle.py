@@ -13,17 +13,25 @@ CERTIFICATE_PEM``) and never carry key material; exceptions from parsing are nev
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, PublicKeyAlgorithmOID
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
+from certpull.bundle_chain import (
+    MAX_DETAIL_CHARS,
+    check_chain_shape,
+    check_duplicates,
+    check_signature_hashes,
+    dn,
+    is_self_signed,
+    verify_path,
+)
+from certpull.bundle_names import certificate_covers, common_name, covers_in, san
 from certpull.bundle_parse import (
     CERT_LABEL,
     decode_secret,
@@ -34,8 +42,7 @@ from certpull.bundle_parse import (
     pem_blocks,
     required_text,
 )
-from certpull.config import BundlePolicy, SecretFields
-from certpull.config_values import is_dns_name
+from certpull.config import BundlePolicy
 from certpull.errors import BundleError
 
 CERT_FILE = "cert.pem"
@@ -44,7 +51,6 @@ FULLCHAIN_FILE = "fullchain.pem"
 KEY_FILE = "privkey.pem"
 
 _SUPPORTED_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
-_WEAK_HASHES = {"sha1": "SHA-1", "md5": "MD5"}
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,6 @@ class NotYetValid(BundleError):
         super().__init__(message)
         self.leaf = leaf
         self.not_before = leaf.not_before
-
-
-_MAX_DETAIL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -146,11 +149,11 @@ def validate(
     info = _leaf_info(leaf, names.certificate)
     warnings = _check_leaf(leaf, info, policy, now)
     # (5)
-    _check_duplicates(chain, names)
-    _check_signature_hashes(leaf, chain, names)
-    _check_chain_shape(leaf, chain, names)
+    check_duplicates(chain, names)
+    check_signature_hashes(leaf, chain, names)
+    check_chain_shape(leaf, chain, names)
     # (6)
-    _verify_path(leaf, chain, policy, now)
+    verify_path(leaf, chain, policy, now)
     # (7)
     if (
         installed_not_after is not None
@@ -162,14 +165,14 @@ def validate(
             f"certificate ({_when(installed_not_after)}); set allow_downgrade to install it"
         )
     # (8) A root issuing the leaf directly stays: mod_ssl refuses an empty SSLCertificateChainFile.
-    if len(chain) > 1 and _is_self_signed(chain[-1]) and not policy.include_root:
+    if len(chain) > 1 and is_self_signed(chain[-1]) and not policy.include_root:
         chain = chain[:-1]
     cert_pem = _pem(leaf)
     chain_pem = b"".join(_pem(c) for c in chain)
     first = min(chain, key=lambda c: c.not_valid_after_utc)
     if first.not_valid_after_utc < info.not_after:
         warnings += (
-            f"{_dn(first.subject)} in {names.chain} expires {_when(first.not_valid_after_utc)}, "
+            f"{dn(first.subject)} in {names.chain} expires {_when(first.not_valid_after_utc)}, "
             f"before the certificate ({_when(info.not_after)}): renew the chain before then",
         )
     key_pem = key.private_bytes(
@@ -234,25 +237,6 @@ def leaf_info(cert_pem: bytes) -> LeafInfo:
     return _leaf_info(load_certificate(blocks[0], "cert.pem"), "cert.pem")
 
 
-def covers(names: Iterable[str], server_name: str) -> bool:
-    """Whether LeafInfo-style ``names`` cover ``server_name`` (RFC 6125; IP-looking names are IPs)."""
-    dns_names: List[str] = []
-    ips: List[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]] = []
-    for name in names:
-        ip = _ip_or_none(name)
-        if ip is None:
-            dns_names.append(name)
-        else:
-            ips.append(ip)
-    return _covers(dns_names, ips, server_name)
-
-
-def certificate_covers(cert: x509.Certificate, server_name: str) -> bool:
-    """Whether the certificate's subjectAltName covers ``server_name``; the CN is ignored."""
-    dns_names, ips = _san(cert)
-    return _covers(dns_names, ips, server_name)
-
-
 def _spki(public_key: Any) -> bytes:
     data: bytes = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -265,7 +249,7 @@ def _spki(public_key: Any) -> bytes:
 
 def _leaf_info(cert: x509.Certificate, name: str) -> LeafInfo:
     try:
-        dns_names, ips = _san(cert)
+        dns_names, ips = san(cert)
         return LeafInfo(
             serial=format(cert.serial_number, "x"),
             fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
@@ -279,21 +263,6 @@ def _leaf_info(cert: x509.Certificate, name: str) -> LeafInfo:
     except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension):
         pass
     raise BundleError(f"{name} has malformed fields or extensions")
-
-
-def _san(
-    cert: x509.Certificate,
-) -> Tuple[List[str], List[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return [], []
-    ips = [
-        ip
-        for ip in san.get_values_for_type(x509.IPAddress)
-        if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
-    ]
-    return san.get_values_for_type(x509.DNSName), ips
 
 
 def _key_type(public_key: Any) -> str:
@@ -316,7 +285,7 @@ def _check_leaf(
 ) -> Tuple[str, ...]:
     """The leaf's own checks; returns its warnings (a CN-only leaf)."""
     name = policy.fields.certificate
-    if _is_self_signed(cert):
+    if is_self_signed(cert):
         raise BundleError(f"{name} is self-signed; it must be issued by a CA")
     public_key = cert.public_key()
     if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
@@ -343,7 +312,7 @@ def _check_leaf(
     if not info.names:
         return (_check_cn_only(cert, policy),)
     if policy.server_name is not None and not certificate_covers(cert, policy.server_name):
-        listed = ", ".join(info.names)[:_MAX_DETAIL_CHARS]
+        listed = ", ".join(info.names)[:MAX_DETAIL_CHARS]
         raise BundleError(f"{name} does not cover {policy.server_name} (it names {listed})")
     return ()
 
@@ -352,14 +321,14 @@ def _check_cn_only(cert: x509.Certificate, policy: BundlePolicy) -> str:
     """A leaf without subjectAltName: accepted on its CN (a DNS name, the AWS sample's leaves)
     when ``allow_cn_only`` and the CN covers ``server_name``; the warning that goes with it."""
     name = policy.fields.certificate
-    cn = _common_name(cert)
+    cn = common_name(cert)
     if cn is None:
         raise BundleError(f"{name} has no subjectAltName DNS names or IP addresses")
     if not policy.allow_cn_only:
         raise BundleError(
             f"{name} names {cn} in its CN only, without a subjectAltName, and allow_cn_only = no"
         )
-    if policy.server_name is not None and not _covers([cn], [], policy.server_name):
+    if policy.server_name is not None and not covers_in([cn], [], policy.server_name):
         raise BundleError(f"{name} does not cover {policy.server_name} (its CN is {cn})")
     return (
         f"{name} names {cn} in its CN only, without a subjectAltName: Go, Chrome and other "
@@ -368,226 +337,11 @@ def _check_cn_only(cert: x509.Certificate, policy: BundlePolicy) -> str:
     )
 
 
-def _common_name(cert: x509.Certificate) -> Optional[str]:
-    """The subject's CN when it is one DNS name (what a CN-only leaf can be matched on)."""
-    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(values) != 1 or not isinstance(values[0].value, str):
-        return None
-    cn = values[0].value.strip()
-    return cn if is_dns_name(cn.replace("*.", "", 1)) else None
-
-
-def _covers(
-    dns_names: Sequence[str],
-    ips: Sequence[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]],
-    server_name: str,
-) -> bool:
-    """IP literals match IP SANs only; DNS names match case-insensitively, with a wildcard
-    allowed only as the whole left-most label and matching exactly one label."""
-    ip = _ip_or_none(server_name)
-    if ip is not None:
-        return ip in ips
-    host = _normalise_dns(server_name)
-    if host is None or "*" in host:
-        return False
-    return any(_dns_matches(_normalise_dns(pattern), host) for pattern in dns_names)
-
-
-def _ip_or_none(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
-    try:
-        return ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
-
-
-def _normalise_dns(name: str) -> Optional[str]:
-    name = name.strip().rstrip(".").lower()
-    if not name:
-        return None
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    return name
-
-
-def _dns_matches(pattern: Optional[str], host: str) -> bool:
-    if pattern is None:
-        return False
-    if pattern == host:
-        return True
-    if not pattern.startswith("*."):
-        return False
-    suffix = pattern[2:]
-    if "*" in suffix or "." not in suffix:  # no "*.com", no second wildcard
-        return False
-    label, dot, rest = host.partition(".")
-    return bool(label) and bool(dot) and rest == suffix
-
-
-# --- (5) (6) the chain ----------------------------------------------------------------------
-
-
-def _check_chain_shape(
-    leaf: x509.Certificate, chain: Sequence[x509.Certificate], names: SecretFields
-) -> None:
-    """Each certificate must be directly issued by the next one, so that Apache sends a chain
-    clients can follow; the reason names which link is broken and how."""
-    if leaf in chain:
-        raise BundleError(
-            f"{names.chain} contains the leaf certificate; it must hold only its issuers"
-        )
-    subjects = [c.subject for c in chain]
-    children = [(leaf, names.certificate)]
-    children += [(c, f"certificate {i + 1} of {names.chain}") for i, c in enumerate(chain)]
-    for (cert, what), issuer in zip(children, chain):
-        if cert.issuer == issuer.subject:
-            if not _directly_issued_by(cert, issuer):
-                raise BundleError(
-                    f"the signature of {what} does not verify with the key of "
-                    f"{_dn(issuer.subject)} in {names.chain}"
-                )
-        elif _is_self_signed(cert):
-            raise BundleError(f"{what} is a self-signed root, but more certificates follow it")
-        elif cert.issuer in subjects:
-            raise BundleError(
-                f"{names.chain} is in the wrong order; each certificate must be followed by "
-                "its issuer"
-            )
-        else:
-            raise BundleError(
-                f"{what} is issued by {_dn(cert.issuer)}, but the next certificate in "
-                f"{names.chain} is {_dn(issuer.subject)} (missing intermediate?)"
-            )
-
-
-def _check_duplicates(chain: Sequence[x509.Certificate], names: SecretFields) -> None:
-    seen: Dict[bytes, int] = {}
-    for index, cert in enumerate(chain, start=1):
-        der = cert.public_bytes(serialization.Encoding.DER)
-        if der in seen:
-            raise BundleError(
-                f"{names.chain} holds {_dn(cert.subject)} twice (certificates {seen[der]} and "
-                f"{index}); remove the duplicate"
-            )
-        seen[der] = index
-
-
-def _check_signature_hashes(
-    leaf: x509.Certificate, chain: Sequence[x509.Certificate], names: SecretFields
-) -> None:
-    """A SHA-1 or MD5 signature is refused by name (it would otherwise surface as a signature
-    that "does not verify"). The last chain certificate is the trust anchor: its own
-    signature is never checked by clients."""
-    signed = [(leaf, names.certificate)]
-    signed += [(c, f"certificate {i + 1} of {names.chain}") for i, c in enumerate(chain[:-1])]
-    for cert, what in signed:
-        try:
-            algorithm = cert.signature_hash_algorithm
-        except UnsupportedAlgorithm:
-            continue  # the path validation names it
-        weak = _WEAK_HASHES.get(algorithm.name) if algorithm is not None else None
-        if weak:
-            raise BundleError(
-                f"{what} is signed with {weak}, which TLS clients refuse; reissue it with "
-                "SHA-256 or better"
-            )
-
-
-def _directly_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
-
-
-def _is_self_signed(cert: x509.Certificate) -> bool:
-    return cert.issuer == cert.subject and _directly_issued_by(cert, cert)
-
-
-def _verify_path(
-    leaf: x509.Certificate,
-    chain: Sequence[x509.Certificate],
-    policy: BundlePolicy,
-    now: dt.datetime,
-) -> None:
-    """Web PKI path validation, trusting the chain's last certificate (root or top intermediate):
-    catches what the shape check does not (non-CA issuers, expired intermediates, weak
-    signatures, missing serverAuth)."""
-    builder = verification.PolicyBuilder().store(verification.Store([chain[-1]])).time(now)
-    verifier: Union[verification.ServerVerifier, verification.ClientVerifier]
-    if any(_san(leaf)):
-        verifier = builder.build_server_verifier(_verification_subject(leaf, policy.server_name))
-    else:
-        verifier = builder.extension_policies(
-            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=_CN_ONLY_EE
-        ).build_client_verifier()
-    failure = None
-    try:
-        verifier.verify(leaf, list(chain[:-1]))
-    except verification.VerificationError as exc:
-        detail = " ".join(str(exc).split())
-        for noise in ("validation failed: ", "candidates exhausted: "):
-            detail = detail.replace(noise, "")
-        failure = detail[:_MAX_DETAIL_CHARS]
-    if failure is not None:
-        raise BundleError(
-            f"{policy.fields.certificate} does not verify against {policy.fields.chain}: {failure}"
-        )
-
-
-def _server_auth_allowed(
-    policy: verification.Policy, cert: x509.Certificate, eku: Optional[x509.ExtendedKeyUsage]
-) -> None:
-    """The web PKI's EKU rule, kept for a leaf verified without a name: serverAuth (or any)."""
-    if eku is not None and not {
-        ExtendedKeyUsageOID.SERVER_AUTH,
-        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
-    } & set(eku):
-        raise ValueError("its extendedKeyUsage does not allow serverAuth")
-
-
-# A CN-only leaf cannot pass the server verifier (it matches names in the subjectAltName only):
-# the web PKI's end-entity rules with the subjectAltName optional and the EKU rule kept (the
-# name itself is checked against the CN in step 4).
-_CN_ONLY_EE = (
-    verification.ExtensionPolicy.webpki_defaults_ee()
-    .may_be_present(x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None)
-    .may_be_present(x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _server_auth_allowed)
-)
-
-
-def _verification_subject(
-    leaf: x509.Certificate, server_name: Optional[str]
-) -> Union[x509.DNSName, x509.IPAddress]:
-    """The verifier wants a name; the name check already ran, so any covered name will do."""
-    dns_names, ips = _san(leaf)
-    if server_name is not None:
-        ip = _ip_or_none(server_name)
-        if ip is not None:
-            return x509.IPAddress(ip)
-        host = _normalise_dns(server_name)
-        if host is not None:
-            return x509.DNSName(host)
-    for name in dns_names:
-        if "*" not in name:
-            return x509.DNSName(name)
-    if ips:
-        return x509.IPAddress(ips[0])
-    return x509.DNSName(dns_names[0].replace("*", "certpull-check", 1))
-
-
 # --- small helpers --------------------------------------------------------------------------
 
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _dn(name: x509.Name) -> str:
-    return f"'{name.rfc4514_string()}'"
 
 
 def _when(moment: dt.datetime) -> str:

@@ -165,7 +165,9 @@ def _cli_sync(config: Config, names: List[str]) -> int:
     from certpull import cli  # noqa: PLC0415 - cli imports this module once it is wired
 
     try:
-        return cli.cmd_sync(config, argparse.Namespace(names=names, dry_run=False, retry_refused=False))
+        return cli.cmd_sync(
+            config, argparse.Namespace(names=names, dry_run=False, retry_refused=False)
+        )
     except ConfigError as exc:
         print(f"certpull: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,7 +15,8 @@ from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certpull.bundle import covers, validate
+from certpull.bundle import validate
+from certpull.bundle_names import covers
 from certpull.config import BundlePolicy
 from certpull.errors import BundleError
 from certpull.rotation.errors import RotationError

@@ -1,0 +1,276 @@
+"""What a pass writes into a certificate's record (`CertState`) and the outcome it reports.
+
+The agent decides; these functions keep the record consistent with the decision: a success clears
+the error and its backoff, a failure counts, an install moves `installed` to `previous`, a
+handshake proves (or not) the installed leaf. They only touch the record they are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, List, Optional
+
+from certpull.bundle import CertBundle, NotYetValid, chain_expiry, leaf_info, validate
+from certpull.config import CertConfig
+from certpull.errors import StoreError
+from certpull.install import Candidate
+from certpull.outcome import Outcome, Status
+from certpull.state import CertState, Installed, Pending, Rejected, State
+
+if TYPE_CHECKING:
+    from certpull.source import SecretValue
+
+log = logging.getLogger("certpull")
+
+HISTORY_LEN = 20  # versions remembered as installed by this host (AWSCURRENT moved back)
+
+
+def record_success(cstate: CertState, now: float, version_id: str) -> None:
+    """A check that reached the secret: the error and its backoff are over."""
+    cstate.last_check_at = now
+    cstate.seen_version_id = version_id
+    cstate.last_error = None
+    cstate.last_error_at = None
+    cstate.last_error_transient = None
+    cstate.consecutive_failures = 0
+
+
+def record_failure(
+    cert: CertConfig, cstate: CertState, now: float, message: str, transient: bool
+) -> Outcome:
+    """A failed check or install: recorded with its one-line reason, counted for backoff."""
+    cstate.last_check_at = now
+    cstate.last_error = message
+    cstate.last_error_at = now
+    cstate.last_error_transient = transient
+    cstate.consecutive_failures += 1
+    return Outcome(cert.name, Status.FAILED, message, transient=transient)
+
+
+def record_verified(cstate: CertState, ok: bool, now: float) -> None:
+    """What a handshake just proved: the installed leaf is served (ok), or it is not."""
+    cstate.last_verify_ok, cstate.last_verify_at = ok, now
+    installed = cstate.installed
+    cstate.verified_fingerprint = installed.fingerprint_sha256 if ok and installed else None
+
+
+def proven(cstate: CertState) -> bool:
+    """A handshake showed the installed leaf served (after its last reload)."""
+    installed = cstate.installed
+    return (
+        installed is not None
+        and cstate.last_verify_ok is True
+        and cstate.verified_fingerprint == installed.fingerprint_sha256
+    )
+
+
+def installed_record(
+    now: float,
+    version_id: str,
+    store_version: str,
+    cert_pem: bytes,
+    chain_pem: bytes,
+    arn: Optional[str],
+) -> Installed:
+    """The record of installed files; what status needs about them (status parses no PEM)."""
+    info = leaf_info(cert_pem)
+    chain_not_after, chain_expiring = chain_expiry(chain_pem)
+    return Installed(
+        version_id=version_id,
+        store_version=store_version,
+        serial=info.serial,
+        fingerprint_sha256=info.fingerprint_sha256,
+        subject=info.subject,
+        names=list(info.names),
+        not_before=info.not_before.isoformat(),
+        not_after=info.not_after.isoformat(),
+        key_type=info.key_type,
+        certificate_arn=arn,
+        installed_at=now,
+        chain_not_after=chain_not_after.isoformat() if chain_not_after else "",
+        chain_expiring=chain_expiring,
+    )
+
+
+def refused_again(cert: CertConfig, cstate: CertState, now: float, version_id: str) -> Outcome:
+    """A bundle httpd refused before: not installed again (no reload) until the secret
+    moves on to another bundle."""
+    rejected = cstate.rejected
+    assert rejected is not None  # noqa: S101 - the caller checked
+    when = datetime.fromtimestamp(rejected.at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return record_failure(
+        cert,
+        cstate,
+        now,
+        f"{cert.name}: version {version_id} carries the bundle httpd refused at {when} "
+        f"({rejected.reason}); not installing it again until the secret moves on",
+        False,
+    )
+
+
+def not_yet_valid(
+    cert: CertConfig, cstate: CertState, now: float, version_id: str
+) -> Optional[Outcome]:
+    """AWSCURRENT is a version found valid but for its notBefore, still ahead: pending,
+    without fetching it again."""
+    pending = cstate.pending
+    if pending is None or pending.version_id != version_id or not pending.not_before:
+        return None
+    start = aware(pending.not_before)
+    if start is None or now >= start.timestamp():
+        return None
+    cstate.last_check_at = now
+    return Outcome(
+        cert.name,
+        Status.PENDING,
+        f"{cert.name}: version {version_id} is pending until {when(start)} (its notBefore)",
+        version_id,
+        due_at=start.timestamp(),
+    )
+
+
+def pending_until(
+    cert: CertConfig,
+    cstate: CertState,
+    now: float,
+    value: SecretValue,
+    early: NotYetValid,
+    installed_not_after: Optional[datetime],
+) -> Outcome:
+    """Validation stopped at a notBefore at most NOT_BEFORE_PENDING_S ahead (clock skew, a
+    fresh issuance). Checked
+    as it will be at that time: a bundle with another problem fails now, with its reason;
+    a good one is pending and installed then, not an error with backoff."""
+    start = early.not_before
+    validate(value.secret_string, cert.policy, start, installed_not_after)  # BundleError
+    cstate.pending = Pending(
+        version_id=value.version_id,
+        serial=early.leaf.serial,
+        not_after=early.leaf.not_after.isoformat(),
+        found_at=now,
+        not_before=start.isoformat(),
+    )
+    record_success(cstate, now, value.version_id)
+    return Outcome(
+        cert.name,
+        Status.PENDING,
+        f"{cert.name}: version {value.version_id} is valid from {when(start)}; "
+        f"pending until {when(start)}",
+        value.version_id,
+        due_at=start.timestamp(),
+    )
+
+
+def record_installs(candidates: List[Candidate], state: State, now: float) -> List[Outcome]:
+    """Outcomes and state records of what install.py applied (or rolled back)."""
+    outcomes = []
+    for cand in candidates:
+        name = cand.cert.name
+        cstate = state.cert(name)
+        if cand.problem:
+            if cand.bundle_fault and not cand.reload_only:
+                cstate.rejected = Rejected(
+                    version_id=cand.version_id,
+                    fingerprint=bundle_id(cand.bundle),
+                    reason=_short(cand.problem),
+                    at=now,
+                )
+            outcomes.append(
+                record_failure(
+                    cand.cert, cstate, now, f"{name}: {cand.problem}", not cand.bundle_fault
+                )
+            )
+            continue
+        cstate.reload_pending = False
+        if cand.reload_only:
+            if cand.verified is not None:
+                record_verified(cstate, cand.verified, now)
+            cstate.last_check_at = now
+            outcomes.append(
+                Outcome(
+                    name,
+                    Status.INSTALLED,
+                    f"{name}: reloaded httpd with the installed version {cand.version_id} "
+                    "(it had not been loaded yet)",
+                    cand.version_id,
+                )
+            )
+            continue
+        outcomes.append(_record_install(cand, cstate, now))
+    return outcomes
+
+
+def _record_install(cand: Candidate, cstate: CertState, now: float) -> Outcome:
+    name = cand.cert.name
+    old = cstate.installed
+    if old is not None and old.store_version != cand.store_version:
+        cstate.previous = old
+    cstate.installed = installed_record(
+        now,
+        cand.version_id,
+        cand.store_version,
+        cand.bundle.cert_pem,
+        cand.bundle.chain_pem,
+        cand.bundle.certificate_arn,
+    )
+    remember(cstate.version_history, cand.version_id)
+    try:
+        if cstate.held_version_id is not None or cand.live.hold() is not None:
+            cand.live.set_hold(None)
+    except StoreError as exc:
+        log.warning("%s: cannot clear the hold: %s", name, exc)
+    if cand.verified is not None:
+        record_verified(cstate, cand.verified, now)
+    else:  # not proven served (no target, or httpd down: loaded when it starts)
+        cstate.last_verify_ok, cstate.verified_fingerprint = None, None
+    cstate.last_change_at = now
+    cstate.held_version_id = None
+    cstate.rejected = None
+    cstate.pending = None
+    record_success(cstate, now, cand.version_id)
+    resumed = " (finished an install that was interrupted)" if cand.resume else ""
+    if cand.note:
+        resumed += f"; {cand.note}"
+    cstate.warnings = list(cand.bundle.warnings)
+    for warning in cand.bundle.warnings:
+        resumed += f"; note: {warning}"
+    return Outcome(
+        name,
+        Status.INSTALLED,
+        f"{name}: installed version {cand.version_id} (serial {cand.bundle.leaf.serial}, "
+        f"expires {cand.bundle.leaf.not_after:%Y-%m-%d}){resumed}",
+        cand.version_id,
+    )
+
+
+def bundle_id(bundle: CertBundle) -> str:
+    """What identifies a bundle across versions: the SHA-256 of its certificates (no key)."""
+    return hashlib.sha256(bundle.cert_pem + b"\0" + bundle.chain_pem).hexdigest()
+
+
+def remember(history: List[str], version_id: str) -> None:
+    """Append ``version_id`` to the versions this host installed (most recent last)."""
+    if version_id in history:
+        history.remove(version_id)
+    history.append(version_id)
+    del history[:-HISTORY_LEN]
+
+
+def aware(text: str) -> Optional[datetime]:
+    """An ISO time from the record, as an aware datetime (naive means UTC); None if garbled."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def when(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _short(problem: str, limit: int = 160) -> str:
+    first = problem.split("; rolled back", 1)[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
