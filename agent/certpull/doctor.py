@@ -12,23 +12,16 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
 from certpull.bundle import CERT_FILE, leaf_info, validate
 from certpull.config import CertConfig, Config
 from certpull.doctor_aws import Answer, AwsProbe
-from certpull.doctor_causes import AwsFailure, Cause, Kind, classify
-from certpull.doctor_fixes import (
-    Caller,
-    KmsKey,
-    Target,
-    arn_account,
-    fixes_for,
-    managed_key_fixes,
-    queue_send_statement,
-    queue_senders,
-)
+from certpull.doctor_causes import AwsFailure, Kind, classify
+from certpull.doctor_events import event_checks
+from certpull.doctor_fixes import aws_failed, fixes_for, managed_key_fixes
 from certpull.doctor_host import HostChecks
+from certpull.doctor_policy import Caller, KmsKey, Target
 from certpull.doctor_report import Check, Fix, Report, failed, not_applicable, passed
 from certpull.errors import BundleError, StoreError
 from certpull.interfaces import StateStore
@@ -56,35 +49,6 @@ _SOURCES = {
     "explicit": "credentials given to the client",
 }
 _SHELL_SOURCES = ("env", "shared-credentials-file", "config-file", "assume-role", "sso")
-
-
-def _aws_failed(
-    id_: str, title: str, cert: Optional[str], failure: AwsFailure, caller: Caller, target: Target
-) -> Check:
-    """A failed AWS call: the cause in words, who asked for what, AWS's own words, the fixes."""
-    cause = classify(failure)
-    if cause.principal:  # the principal AWS evaluated is the one the fix must name
-        caller = Caller(cause.principal)
-    facts: List[Tuple[str, str]] = [
-        ("principal", cause.principal or caller.arn or "unknown (sts:GetCallerIdentity failed)"),
-        ("action", f"{cause.action or target.action} on {cause.resource or target.resource}"),
-        ("AWS said", f"{failure.code}: {failure.message}" if failure.message else failure.code),
-    ]
-    return failed(
-        id_,
-        title,
-        cause.summary,
-        cert,
-        cause=cause.kind.value,
-        facts=tuple(facts),
-        fixes=fixes_for(cause, caller, target),
-    )
-
-
-def _queue_arn(url: str, region: str) -> str:
-    """https://sqs.REGION.amazonaws.com/ACCOUNT/NAME -> arn:aws:sqs:REGION:ACCOUNT:NAME."""
-    parts = url.rstrip("/").split("/")
-    return f"arn:aws:sqs:{region}:{parts[-2]}:{parts[-1]}"
 
 
 class Doctor:
@@ -151,7 +115,7 @@ class Doctor:
                 )
             )
         else:
-            checks.extend(self._event_checks(caller))  # (5)
+            checks.extend(event_checks(self.config, self.aws, caller))  # (5)
         checks.insert(3, self._clock())  # (6), shown after identity
         checks.extend(self.host.httpd_checks())  # (7)
         for cert in certs:
@@ -232,7 +196,7 @@ class Doctor:
         target = Target(
             "sts:GetCallerIdentity", "*", region, endpoint_url=self.config.agent.endpoint_url
         )
-        return _aws_failed("identity", "identity", None, answer.failure, caller, target)
+        return aws_failed("identity", "identity", None, answer.failure, caller, target)
 
     # --- (4) each secret -------------------------------------------------------------------------
 
@@ -262,7 +226,7 @@ class Doctor:
                     endpoint_url=self.config.agent.endpoint_url,
                 )
                 checks.append(
-                    _aws_failed(
+                    aws_failed(
                         f"{name}.assume_role", "AssumeRole", name, assumed.failure, caller, target
                     )
                 )
@@ -285,7 +249,7 @@ class Doctor:
         if described.failure is not None:
             target = self._target(cert, "secretsmanager:DescribeSecret")
             checks.append(
-                _aws_failed(
+                aws_failed(
                     f"{name}.describe", "DescribeSecret", name, described.failure, reader, target
                 )
             )
@@ -301,7 +265,7 @@ class Doctor:
         if fetched.failure is not None:
             target = self._target(cert, "secretsmanager:GetSecretValue", key)
             checks.append(
-                _aws_failed(
+                aws_failed(
                     f"{name}.get_value", "GetSecretValue", name, fetched.failure, reader, target
                 )
             )
@@ -467,79 +431,6 @@ class Doctor:
             f"valid: serial {leaf.serial}, {', '.join(leaf.names) or leaf.subject}, expires "
             f"{leaf.not_after:%Y-%m-%d} ({days:.0f} days); {state}",
             cert.name,
-        )
-
-    # --- (5) events ------------------------------------------------------------------------------
-
-    def _event_checks(self, caller: Caller) -> List[Check]:
-        url = self.config.agent.events_queue_url
-        if not url:
-            return [
-                not_applicable("events", "rotation events", "events_queue_url is not set: polling")
-            ]
-        region = self.aws.queue_region(url)
-        queue_arn = _queue_arn(url, region)
-        target = Target(
-            "sqs:ReceiveMessage",
-            queue_arn,
-            region,
-            config_hint=f"events_queue_url in [agent] of {self.config.path}",
-            queue_url=url,
-            endpoint_url=self.config.agent.endpoint_url,
-        )
-        received = self.aws.receive(url)
-        if received.failure is not None:
-            checks = [
-                _aws_failed(
-                    "events.receive", "events queue", None, received.failure, caller, target
-                )
-            ]
-        else:
-            waiting = len((received.value or {}).get("Messages") or [])
-            note = (
-                "; the message seen stays in the queue, visible again at once"
-                if waiting
-                else ", no message waiting"
-            )
-            checks = [passed("events.receive", "events queue", f"{url} is receivable{note}")]
-        checks.append(self._queue_policy(url, queue_arn))
-        return checks
-
-    def _queue_policy(self, url: str, queue_arn: str) -> Check:
-        id_, title = "events.policy", "events queue policy"
-        answer = self.aws.queue_attributes(url)
-        if answer.failure is not None:
-            cause: Cause = classify(answer.failure)
-            why = "may not read" if cause.kind is Kind.ACCESS_DENIED else "could not read"
-            return not_applicable(
-                id_,
-                title,
-                f"this host {why} the queue's policy (the agent does not need to); from account "
-                f"{arn_account(queue_arn)}: aws sqs get-queue-attributes --queue-url {url} "
-                "--attribute-names Policy",
-            )
-        attributes = (answer.value or {}).get("Attributes") or {}
-        queue_arn = attributes.get("QueueArn", queue_arn)
-        senders = queue_senders(attributes.get("Policy"))
-        if senders:
-            return passed(id_, title, "allows sqs:SendMessage to " + "; ".join(senders))
-        return failed(
-            id_,
-            title,
-            "no statement allows sqs:SendMessage: the SNS topic (or EventBridge rule) cannot "
-            "deliver rotation events, so certpull only polls",
-            fixes=(
-                Fix(
-                    f"in account {arn_account(queue_arn)}, add this statement to the queue's "
-                    "policy (host.yaml with EventsTopicArn does it); TOPIC_ARN is "
-                    "secret-owner.yaml's output TopicArn",
-                    statement=queue_send_statement(queue_arn, "TOPIC_ARN"),
-                    commands=(
-                        f"aws sqs set-queue-attributes --queue-url {url} "
-                        '--attributes file://queue-policy.json   # {"Policy": "<the policy as a string>"}',
-                    ),
-                ),
-            ),
         )
 
     # --- (6) the clock ---------------------------------------------------------------------------

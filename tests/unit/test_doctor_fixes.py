@@ -8,13 +8,8 @@ from typing import Optional, Tuple
 import pytest
 
 from certpull.doctor_causes import AwsFailure, classify
-from certpull.doctor_fixes import (
-    Caller,
-    KmsKey,
-    Target,
-    fixes_for,
-    queue_senders,
-)
+from certpull.doctor_fixes import fixes_for, queue_senders
+from certpull.doctor_policy import Caller, KmsKey, Target
 from certpull.doctor_report import Fix
 
 HOST = "444455556666"
