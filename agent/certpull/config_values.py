@@ -152,10 +152,9 @@ def auto_no_or_path(value: str) -> str:
     """``auto``, ``no``, or an absolute directory path (the fleet files' places)."""
     if value.lower() in ("auto", "no"):
         return value.lower()
-    try:
-        return absolute_path(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not auto, no or an absolute path") from None
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not auto, no or an absolute path")
+    return absolute_path(value)
 
 
 def log_level(value: str) -> str:
