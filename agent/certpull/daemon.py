@@ -409,6 +409,9 @@ class AgentLoop:
             if agent.events_queue_url
             else f"polling every {agent.poll_interval_s:g} s"
         )
+        if agent.doorbell:
+            mode = f"doorbell on {agent.control_socket}, safety poll every {agent.safety_poll_interval_s:g} s"
+            mode += f" (SQS events from {agent.events_queue_url})" if agent.events_queue_url else ""
         return f"{len(self.config.certs)} certificate(s), {mode}"
 
     def _sleep_s(self) -> float:
