@@ -306,7 +306,7 @@ class AgentLoop:
             return
         now = self._monotonic()
         old_queue = self.config.agent.events_queue_url
-        old_socket = self.config.agent.control_socket
+        old_control = (self.config.agent.control_socket, self.config.agent.host_splay_s)
         old_arns = {cert.name: cert.secret_arn for cert in self.config.certs}
         self.config = new
         self.agent = self._make_agent(new)
@@ -329,7 +329,7 @@ class AgentLoop:
                 self.events = None
             self._start_events()
         self.drift.update(drift_paths(new))
-        if new.agent.control_socket != old_socket:
+        if (new.agent.control_socket, new.agent.host_splay_s) != old_control:
             self._stop_control()
             self._start_control()
         setup_logging(new.agent.log_level.upper())
@@ -451,6 +451,7 @@ class AgentLoop:
             daemon.heartbeat_at = wall
             daemon.heartbeat_interval_s = HEARTBEAT_S
             daemon.mode = "events" if self.config.agent.events_queue_url else "poll"
+            daemon.mode = "doorbell" if self.config.agent.doorbell else daemon.mode
             if stopped:
                 daemon.stopped_at = wall
 

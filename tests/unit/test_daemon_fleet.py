@@ -117,6 +117,7 @@ class FleetWorld:
         self.facts = dict(facts or {})
         self.agents: List[FleetAgent] = []
         self.initial_state = state or State()
+        self.next_config = config
 
         def make_agent(cfg: Config) -> FleetAgent:
             agent = FleetAgent(cfg, self.log, lambda: self.loop.results)
@@ -140,7 +141,7 @@ class FleetWorld:
         self.loop = AgentLoop(
             config,
             make_agent=make_agent,
-            load=lambda path: config,
+            load=lambda path: self.next_config,
             notifier=Notifier(backend=lambda message: True, environ={}),
             make_event_queue=lambda cfg: None,  # type: ignore[arg-type,return-value]
             make_drift_watcher=lambda cfg, on_change: FakeDrift(),
@@ -251,6 +252,24 @@ def test_a_control_socket_that_cannot_be_served_leaves_the_agent_polling(
     assert world.loop.run() == 0
     assert len(world.agent.passes) >= 2 and world.control.stopped == 0
     assert "control socket: cannot listen on /run/certpull/control.sock" in caplog.text
+
+
+def test_a_reload_that_moves_the_control_socket_serves_it_anew() -> None:
+    world = FleetWorld(doorbell(), max_waits=4)
+    world.next_config = doorbell(control_socket="/run/certpull-b/control.sock")
+    world.mailbox.actions[2] = world.loop.mailbox.post_reload
+    world.loop.run()
+    assert (world.control.started, world.control.stopped) == (2, 2)
+    assert world.control_args[1][0].agent.control_socket == "/run/certpull-b/control.sock"
+    assert world.agent.state.daemon.mode == "doorbell"
+
+
+def test_a_reload_that_keeps_the_control_socket_keeps_the_server() -> None:
+    world = FleetWorld(doorbell(), max_waits=4)
+    world.next_config = doorbell(poll_interval_s="120")
+    world.mailbox.actions[2] = world.loop.mailbox.post_reload
+    world.loop.run()
+    assert (world.control.started, world.control.stopped) == (1, 1)
 
 
 # --- the adaptive poll ------------------------------------------------------------------------
