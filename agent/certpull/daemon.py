@@ -1,10 +1,12 @@
 """`certpull run`: the long-running agent that keeps every certificate equal to its secret.
 
-Triggers (the jittered schedule, SQS rotation events, signals, drift on disk) become passes of
-`Agent.sync`; outcomes feed the schedule's backoff, state.json and systemd's notify socket.
+Triggers (the jittered schedule, SQS rotation events, `check-now` on the control socket, signals,
+drift on disk) become passes of `Agent.sync`; outcomes feed the schedule's backoff, state.json,
+systemd's notify socket, the waiting `check-now` callers and the fleet view (``fleet_loop.py``
+decides the adaptive poll's waits).
 
-Threads: the main thread owns the scheduler, the agent and every pass. The SQS poller and the
-watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
+Threads: the main thread owns the scheduler, the agent and every pass. The SQS poller, the control
+socket's request threads and the watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
 signal handlers do the same. So the scheduler and the agent need no locks, and a SIGTERM that
 arrives during an install lets the install finish before the loop stops.
 """
@@ -134,17 +136,21 @@ class AgentLoop:
 
     def run(self) -> int:
         """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
-        2. Record the daemon in state.json, start the event poller and drift watcher; READY=1.
-        3. Until SIGTERM: apply requests, run a pass over what is due, record the outcomes,
-           STATUS= and WATCHDOG=1, then sleep until the next due time or a wake-up.
-        4. STOPPING=1, stop the threads, record the clean stop; exit 0.
+        2. Schedule each first check (with the doorbell on: ``restart_splay_s`` for a healthy
+           certificate), record the daemon in state.json, start the event poller, the drift
+           watcher and the control socket (`check-now`); READY=1.
+        3. Until SIGTERM: apply requests, run a pass over what is due (results for `check-now`
+           around it), record the outcomes, schedule each next check (the adaptive poll),
+           publish the fleet view, STATUS= and WATCHDOG=1, then sleep until the next due time
+           or a wake-up.
+        4. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
         """
         for problem in self.agent.recover():  # (1)
             log.warning("%s", problem)
-        now, state = self._monotonic(), self._state()
+        now, state = self._monotonic(), self._state()  # (2)
         for name in self.config.names:
             self.scheduler.add(name, now, self.fleet.first_in_s(name, state, self._wall()))
-        self._record_daemon(started=True)  # (2)
+        self._record_daemon(started=True)
         self._start_events()
         self.drift.start()
         self._start_control()
@@ -218,9 +224,8 @@ class AgentLoop:
         """One pass over ``names``; ``polled`` of them are due by the regular poll (not asked for)."""
         self.fleet.forget([name for name in names if name not in polled])
         defer = self.fleet.defer_for(set(polled), self._wall())
-        pass_id = self.results.started(
-            names
-        )  # check-now waits for a pass that starts after it asked
+        # check-now waits for the result of a pass that starts after it asked
+        pass_id = self.results.started(names)
         try:
             with contextlib.ExitStack() as quiet:
                 for name in names:
@@ -250,12 +255,9 @@ class AgentLoop:
             if outcome is not None and outcome.due_at is not None:
                 delay = max(0.0, outcome.due_at - self._wall())
                 self.scheduler.trigger(name, now + delay + 1.0, 0.0)  # e.g. at a notBefore
-            if (
-                outcome is not None
-                and outcome.status is Status.PENDING
-                and name
-                not in self.fleet.deferred  # a poll's find waits for its time, not a window
-            ):
+            # a version a poll found and deferred waits for its time, not for a window
+            deferred = name in self.fleet.deferred
+            if outcome is not None and outcome.status is Status.PENDING and not deferred:
                 self.pending.add(name)
             elif name in self.pending:
                 self.pending.discard(name)
