@@ -164,6 +164,11 @@ def host_id() -> str:
     return first_of(default_readers(os.environ)) or ""
 
 
+def this_host_splay_s(max_s: float) -> float:
+    """This host's fixed share of ``[0, max_s)`` (no instance id lookup when ``max_s`` is 0)."""
+    return host_splay_s(host_id(), max_s) if max_s > 0 else 0.0
+
+
 def control_server(
     config: Config,
     trigger: Callable[[str], None],
@@ -176,7 +181,7 @@ def control_server(
         trigger=trigger,
         results=results,
         resolve=config_resolver(certs),
-        splay_s=lambda: host_splay_s(host_id(), config.agent.host_splay_s),
+        splay_s=lambda: this_host_splay_s(config.agent.host_splay_s),
     )
 
 
@@ -215,7 +220,7 @@ def build_daemon(config: Config) -> AgentLoop:
         rotation_facts=book.get,
         read_state=read_state,
         publish=publish_fleet_view,
-        host_splay_s=lambda max_s: host_splay_s(host_id(), max_s),
+        host_splay_s=this_host_splay_s,
     )
 
 
