@@ -251,3 +251,30 @@ def test_check_now_of_an_unknown_name_is_a_usage_error(
     done = ssm.shell("certpull check-now nosuch")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no [cert:nosuch] section" in done.stderr
+
+
+def _next_check_in(site: Site) -> float:
+    certs = site.state()["certs"]
+    assert isinstance(certs, dict)
+    return float(certs["www"]["next_check_at"]) - time.time()
+
+
+def test_the_safety_poll_waits_hours_when_nothing_is_due(site: Site, agent: DoorbellDaemon) -> None:
+    wait = _next_check_in(site)  # after the first pass: the safety interval, 6 h +- 50 %
+    assert 3 * 3600 - 60 <= wait <= 9 * 3600, wait
+
+
+def test_the_safety_poll_watches_a_rotation_due_today(site: Site) -> None:
+    # DescribeSecret's NextRotationDate (moto: a day from now) opens the rotation watch at once
+    site.aws.client("secretsmanager").rotate_secret(
+        SecretId=site.secret_arn,
+        RotationRules={"AutomaticallyAfterDays": 1},
+        RotateImmediately=False,
+    )
+    daemon = DoorbellDaemon(site)
+    try:
+        daemon.wait_first_pass()
+        wait = _next_check_in(site)
+    finally:
+        daemon.stop()
+    assert 300 - 60 <= wait <= 900, wait  # rotation_poll_interval_s 600 +- 50 %
