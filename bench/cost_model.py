@@ -156,7 +156,7 @@ class Inputs:
     wave_concurrency_max: int = 10_000
     canary_hosts: int = 10
     soak_s: float = 600.0
-    host_splay_s: float = 30.0  # the per-host splay before a doorbell check (proposed key)
+    host_splay_s: float = 30.0  # the per-host splay before a doorbell check (`host_splay_s`)
     invocation_overhead_s: float = 1.0  # SSM agent starts the script, certpull starts [assumed]
     consumer_accounts: int = 1
     automation_steps: int = 3
