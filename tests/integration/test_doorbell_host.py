@@ -233,11 +233,17 @@ def test_an_operator_check_now_by_name_installs_and_the_fleet_view_shows_it(
     assert done.returncode == 0, done.stdout + done.stderr + agent.log()
     assert "www:" in done.stdout and "installed" in done.stdout and version in done.stdout
     assert site.serves(leaf_b.der)
-    # the pass that answered published the fleet view: the textfile and the SSM inventory file
-    prom = (site.root / "textfile" / "certpull.prom").read_text()
+    # the pass that answered publishes the fleet view (just after check-now has its answer)
+    prom_path = site.root / "textfile" / "certpull.prom"
+    inventory = site.root / "inventory" / "CertpullCertificate.json"
+    deadline = time.monotonic() + 10
+    while not all(p.exists() and version in p.read_text() for p in (prom_path, inventory)):
+        assert time.monotonic() < deadline, agent.log()
+        time.sleep(0.05)
+    prom = prom_path.read_text()
     sha256 = hashlib.sha256(leaf_b.der).hexdigest()
     assert 'certpull_certificate_info{name="www"' in prom and f"{version}" in prom, prom
-    doc = json.loads((site.root / "inventory" / "CertpullCertificate.json").read_text())
+    doc = json.loads(inventory.read_text())
     assert doc["TypeName"] == "Custom:CertpullCertificate"
     (entry,) = doc["Content"]
     assert entry["Name"] == "www" and entry["VersionId"] == version
@@ -254,9 +260,16 @@ def test_check_now_of_an_unknown_name_is_a_usage_error(
 
 
 def _next_check_in(site: Site) -> float:
-    certs = site.state()["certs"]
-    assert isinstance(certs, dict)
-    return float(certs["www"]["next_check_at"]) - time.time()
+    """Seconds until the next check, once the first pass saved its schedule (STATUS= is sent
+    just before state.json records it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        certs = site.state()["certs"]
+        assert isinstance(certs, dict)
+        at = certs["www"].get("next_check_at")
+        if (at is not None and float(at) - time.time() > 60) or time.monotonic() > deadline:
+            return float(at or 0) - time.time()
+        time.sleep(0.05)
 
 
 def test_the_safety_poll_waits_hours_when_nothing_is_due(site: Site, agent: DoorbellDaemon) -> None:
