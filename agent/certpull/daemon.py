@@ -242,7 +242,6 @@ class AgentLoop:
             report = PassReport()
         now = self._monotonic()
         outcomes = {outcome.name: outcome for outcome in report.outcomes}
-        self.results.finished(pass_id, check_results(names, outcomes))
         for name in names:
             outcome = outcomes.get(name)
             if outcome is None or outcome.status is Status.FAILED:
@@ -267,6 +266,8 @@ class AgentLoop:
         self.summary = _summarise(self.config.names, outcomes, self.scheduler, now)
         self.notifier.status(self.summary)
         self._save_schedule()
+        # last: a check-now that has its answer finds state.json and the fleet view up to date
+        self.results.finished(pass_id, check_results(names, outcomes))
 
     def _recheck_drift(self, now: float) -> None:
         """The watcher's blind spot after a pass: repair what changed meanwhile (no AWS call)."""

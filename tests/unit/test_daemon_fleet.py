@@ -14,8 +14,9 @@ import pytest
 
 from certpull.cadence import DAY_S, HOUR_S, RotationFacts
 from certpull.config import Config
-from certpull.control import ControlError, PassResults
+from certpull.control import CheckResult, ControlError, PassResults
 from certpull.daemon import AgentLoop
+from certpull.errors import StoreError
 from certpull.interfaces import Defer
 from certpull.notify import Notifier
 from certpull.outcome import Outcome, PassReport, Status
@@ -411,3 +412,30 @@ def test_the_fleet_view_is_published_after_every_pass_with_the_saved_state() -> 
     assert len(world.published) == len(world.agent.passes) >= 2
     _, state = world.published[-1]
     assert state is world.agent.state and state.cert("a").next_check_at is not None
+
+
+def test_check_now_gets_its_answer_only_after_the_schedule_and_fleet_view_are_saved() -> None:
+    world = FleetWorld(doorbell(), max_waits=2)
+    seen: List[Tuple[int, Optional[float]]] = []
+    finished = world.loop.results.finished
+
+    def record(pass_id: int, results: Mapping[str, CheckResult]) -> None:
+        seen.append((len(world.published), world.agent.state.cert("a").next_check_at))
+        finished(pass_id, results)
+
+    world.loop.results.finished = record  # type: ignore[method-assign]
+    world.loop.run()
+    assert seen and seen[0][0] == 1 and seen[0][1] is not None
+
+
+def test_a_pass_that_raised_answers_check_now_with_a_failure() -> None:
+    world = FleetWorld(doorbell(), max_waits=2)
+
+    def broken(names: Sequence[str], **kwargs: object) -> PassReport:
+        raise StoreError("cannot lock /var/lib/certpull/lock")
+
+    world.agent.sync = broken  # type: ignore[method-assign]
+    world.loop.run()
+    result = world.loop.results.wait("a", after=0, deadline=0.0)
+    assert result is not None and not result.ok
+    assert result.message == "a: the pass failed (see the agent's log)"
