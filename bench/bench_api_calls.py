@@ -10,10 +10,12 @@ Two runs of the real daemon against moto, each idle (no secret changes) for `--m
   certificate: `ReceiveMessage per day = 86400 / measured seconds per long poll`. Then one
   rotation is published and the calls it costs are counted (what a rotation adds on top).
 
-* adaptive safety poll (a doorbell or events on): ``certpull.cadence`` and the Scheduler decide
-  when to check, on a simulated clock over ``--sim-days`` (120); each check is a real DescribeSecret
-  to moto through the proxy (the agent's call), parsed by ``cadence.facts_from_describe``, and a
-  changed AWSCURRENT a real GetSecretValue. The secret rotates every ``--rotation-days`` (30) at
+* adaptive safety poll (``doorbell = yes``): the daemon's own ``fleet_loop.FleetPlan`` (built from
+  the shipped ``[agent]`` defaults, as ``certpull run`` builds it) and the Scheduler decide when to
+  check, on a simulated clock over ``--sim-days`` (120); each check is a real DescribeSecret to moto
+  through the proxy (the agent's call), parsed by ``cadence.facts_from_describe``, and a changed
+  AWSCURRENT a real GetSecretValue once ``FleetPlan``'s ``defer`` lets it install
+  (``poll_install_delay_s`` after LastChangedDate, plus the host splay). The secret rotates every ``--rotation-days`` (30) at
   a random time in the window ending at its NextRotationDate, and every doorbell is lost: the
   delays it reports are the safety net's worst case. moto dates its NextRotationDate by the real
   clock; the bench shifts them by the simulated time at which the schedule was set.
@@ -33,16 +35,20 @@ import random
 import time
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
 from common import AwsProxy, BenchHost, LocalAws, label_updated
 
 from certpull.cadence import DAY_S as CADENCE_DAY_S
-from certpull.cadence import CadenceConfig, RotationFacts, facts_from_describe, next_check
-from certpull.config import AgentConfig
+from certpull.cadence import RotationFacts, facts_from_describe, next_check
+from certpull.config import AgentConfig, parse_config
 from certpull.event_queue import MAX_WAIT_S
+from certpull.fleet_loop import FleetPlan, not_after_of
 from certpull.schedule import Scheduler
+from certpull.splay import host_splay_s
+from certpull.state import Installed, State
 
 DAY_S = 86400.0
 SM_CHECK = "DescribeSecret"  # one per certificate per check (AWSCURRENT's version id, no payload)
@@ -143,9 +149,12 @@ def _shifted(facts: RotationFacts, offset_s: float) -> RotationFacts:
     )
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
 def adaptive_mode(args: argparse.Namespace) -> Dict[str, Any]:
     """The adaptive safety poll over simulated days; real DescribeSecret / GetSecretValue calls."""
-    config = CadenceConfig()
     rng = random.Random(args.seed)
     with LocalAws() as aws:
         proxy = AwsProxy(aws.endpoint_url).start()
@@ -175,13 +184,37 @@ def adaptive_mode(args: argparse.Namespace) -> Dict[str, Any]:
             installed = str(
                 agent.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["VersionId"]
             )
-            not_after = sim + 365 * CADENCE_DAY_S
-            scheduler = Scheduler(rng, interval_s=config.safety_poll_interval_s)
+            known: Dict[str, RotationFacts] = {}
+            agent_config = parse_config(
+                f"[agent]\ndoorbell = yes\n[cert:www]\nsecret_arn = {arn}\n"
+            )
+            config = FleetPlan(agent_config, lambda a: None, rng).cadence
+            plan = FleetPlan(
+                agent_config,
+                known.get,
+                rng,
+                lambda: host_splay_s("i-0123456789abcdef0", agent_config.agent.host_splay_s),
+            )
+            state = State()
+
+            def install(version: str, at: float) -> None:
+                state.cert("www").installed = Installed(
+                    version_id=version,
+                    store_version="",
+                    serial="",
+                    fingerprint_sha256="",
+                    subject="",
+                    not_after=_iso(at + 365 * CADENCE_DAY_S),
+                )
+
+            install(installed, sim)
+            scheduler = Scheduler(rng, interval_s=agent_config.agent.safety_poll_interval_s)
             scheduler.add("www", mono, first_in_s=0.0)
             proxy.reset_counts()
             start, end = sim, sim + args.sim_days * CADENCE_DAY_S
-            checks, delays, reasons = 0, [], Counter()
+            checks, delays, install_delays, reasons = 0, [], [], Counter()
             pending_since: Optional[float] = None  # when AWSCURRENT moved unseen
+            noticed = False
             while True:
                 mono = scheduler.next_wakeup(mono)
                 sim = start + mono
@@ -192,23 +225,32 @@ def adaptive_mode(args: argparse.Namespace) -> Dict[str, Any]:
                     pending_since = rotation_at
                     offset, rotation_at = schedule(rotation_at)
                 for name in scheduler.due(mono):
+                    defer = plan.defer_for({name}, sim)  # every check is a poll: doorbells lost
                     response = agent.describe_secret(SecretId=arn)  # the agent's check
                     checks += 1
+                    known[arn] = _shifted(facts_from_describe(response), offset)
                     current = next(
                         v
                         for v, stages in response["VersionIdsToStages"].items()
                         if "AWSCURRENT" in stages
                     )
                     if current != installed:
-                        agent.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")
-                        installed, not_after = current, sim + 365 * CADENCE_DAY_S
-                        if pending_since is not None:
+                        if pending_since is not None and not noticed:
                             delays.append(sim - pending_since)
-                            pending_since = None
-                    facts = _shifted(facts_from_describe(response), offset)
-                    cadence = next_check(sim, facts, not_after, True, config)
-                    reasons[cadence.reason] += 1
-                    scheduler.record_success(name, mono, next_in_s=cadence.jittered(rng))
+                            noticed = True
+                        assert defer is not None
+                        if defer(name, current, None) is None:
+                            agent.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")
+                            installed = current
+                            install(current, sim)
+                            if pending_since is not None:
+                                install_delays.append(sim - pending_since)
+                                pending_since, noticed = None, False
+                    reason = next_check(
+                        sim, known[arn], not_after_of(state, name), True, config
+                    ).reason  # why (the wait itself is FleetPlan's)
+                    reasons[reason] += 1
+                    scheduler.record_success(name, mono, next_in_s=plan.next_in_s(name, state, sim))
             calls = dict(Counter(op for _, op, _ in list(proxy.log)))
         finally:
             proxy.stop()
@@ -226,6 +268,10 @@ def adaptive_mode(args: argparse.Namespace) -> Dict[str, Any]:
         "lost_doorbell_detection_s": {
             "max": round(max(delays), 1) if delays else None,
             "all": [round(d, 1) for d in delays],
+        },
+        "lost_doorbell_install_s": {
+            "max": round(max(install_delays), 1) if install_delays else None,
+            "all": [round(d, 1) for d in install_delays],
         },
     }
 
@@ -249,7 +295,8 @@ def main() -> None:
         f"adaptive poll ({args.sim_days:g} simulated days, rotation every {args.rotation_days} d, "
         f"every doorbell lost): {adaptive['calls']} -> {adaptive['checks_per_cert_per_day']} "
         f"checks/cert/day; reasons {adaptive['check_reasons']}; worst detection "
-        f"{adaptive['lost_doorbell_detection_s']['max']} s over {adaptive['rotations']} rotations"
+        f"{adaptive['lost_doorbell_detection_s']['max']} s, worst install "
+        f"{adaptive['lost_doorbell_install_s']['max']} s over {adaptive['rotations']} rotations"
     )
     if args.only_adaptive:
         print(json.dumps({"bench": "api_calls", "certs": 1, "adaptive": adaptive}, sort_keys=True))

@@ -77,6 +77,7 @@ from certpull.cadence import (
     RotationFacts,
     next_check,
 )
+from certpull.fleet_loop import DEFER_MARGIN_S
 
 FLEETS = (1_000, 10_000, 100_000)
 MODES = ("poll", "events", "doorbell")
@@ -155,7 +156,7 @@ class Inputs:
     wave_concurrency_max: int = 10_000
     canary_hosts: int = 10
     soak_s: float = 600.0
-    host_splay_s: float = 30.0  # the per-host splay before a doorbell check (proposed key)
+    host_splay_s: float = 30.0  # the per-host splay before a doorbell check (`host_splay_s`)
     invocation_overhead_s: float = 1.0  # SSM agent starts the script, certpull starts [assumed]
     consumer_accounts: int = 1
     automation_steps: int = 3
@@ -419,11 +420,15 @@ def render(rows: Sequence[Dict[str, Any]], inputs: Inputs, quotas: Quotas, laten
                 f"~{r['fleet_done_s']:g} s; Automation quota {r['automation_quota_pct']:g} %"
             )
     config = CadenceConfig()
+    noticed = 1.5 * config.rotation_poll_interval_s
+    installed = max(config.poll_install_delay_s, noticed) + inputs.host_splay_s + DEFER_MARGIN_S
     out.append(
-        "doorbell with every doorbell lost (certpull.cadence): scheduled rotation installed within "
-        f"{config.poll_install_delay_s + 1.5 * config.rotation_poll_interval_s:g} s "
-        f"(poll_install_delay_s {config.poll_install_delay_s:g} + 1.5 x rotation_poll_interval_s); "
-        f"unscheduled change within {1.5 * config.safety_poll_interval_s:g} s (1.5 x safety_poll_interval_s)"
+        "doorbell with every doorbell lost (certpull.cadence, as certpull.fleet_loop wires it): "
+        f"scheduled rotation noticed within {noticed:g} s (1.5 x rotation_poll_interval_s), "
+        f"installed within {installed:g} s (a poll's find waits until poll_install_delay_s "
+        f"{config.poll_install_delay_s:g} after LastChangedDate, plus the host splay, at most "
+        f"{inputs.host_splay_s:g} s); unscheduled change within "
+        f"{1.5 * config.safety_poll_interval_s:g} s (1.5 x safety_poll_interval_s)"
     )
     out.extend(goals(rows))
     return "\n".join(out)

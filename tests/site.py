@@ -43,6 +43,11 @@ class Site:
         return self.root / "certpull.conf"
 
     @property
+    def control_socket(self) -> Path:
+        """The agent's `check-now` socket (in the site, not the host's /run/certpull)."""
+        return self.root / "control" / "control.sock"
+
+    @property
     def state_dir(self) -> Path:
         return self.root / "state"
 
@@ -80,6 +85,7 @@ class Site:
             "max_attempts": "1",
             "connect_timeout_s": "2",
             "read_timeout_s": "5",
+            "control_socket": str(self.control_socket),
         }
         agent.update(self.agent_options)
         cert = {

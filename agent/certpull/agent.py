@@ -28,7 +28,7 @@ from certpull.errors import BundleError, ReloadError, SourceError, StoreError
 from certpull.heal import Healer, active_is, installed_expiry, intact, moved_back, same_bytes
 from certpull.httpd import wait_until_served
 from certpull.install import Candidate, Installer
-from certpull.interfaces import ServedCheck, Server, Source, StateStore
+from certpull.interfaces import Defer, ServedCheck, Server, Source, StateStore
 from certpull.layout import version_label
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
@@ -37,6 +37,7 @@ from certpull.record import (
     not_yet_valid,
     pending_until,
     proven,
+    put_off,
     record_failure,
     record_installs,
     record_success,
@@ -93,6 +94,7 @@ class Agent:
         dry_run: bool = False,
         windows: Optional[InstallWindows] = None,
         retry_refused: bool = False,
+        defer: Optional[Defer] = None,
     ) -> PassReport:
         """One pass: check, fetch, validate, install, reload, verify; roll back what fails.
 
@@ -113,6 +115,9 @@ class Agent:
            activated them): then they still need the reload and verify of steps 6-8.
            Outside the install `windows` (the daemon passes them; a manual sync does not) a new
            version is pending, unless the installed certificate is invalid or expires soon.
+           So is a new version ``defer(name, version_id, installed notAfter)`` puts off (the
+           daemon's safety poll with the doorbell on: ``fleet_loop.FleetPlan``), before any
+           GetSecretValue.
         5. Install: save state first (a state directory that cannot be written refuses the
            install here, before it costs a reload every pass); then stage and activate each
            changed certificate (one rename of `..data` each).
@@ -131,7 +136,7 @@ class Agent:
                 for cert in certs:
                     state.cert(cert.name).rejected = None
             for cert in certs:
-                prepared = self._prepare(cert, state, dry_run, windows)  # (1)-(4)
+                prepared = self._prepare(cert, state, dry_run, windows, defer)  # (1)-(4)
                 if isinstance(prepared, Candidate):
                     candidates.append(prepared)
                 else:
@@ -332,7 +337,12 @@ class Agent:
         return [self.config.cert(name) for name in names]
 
     def _prepare(
-        self, cert: CertConfig, state: State, dry_run: bool, windows: Optional[InstallWindows]
+        self,
+        cert: CertConfig,
+        state: State,
+        dry_run: bool,
+        windows: Optional[InstallWindows],
+        defer: Optional[Defer] = None,
     ) -> Union[Outcome, Candidate]:
         """Steps 1-4 for one certificate: an outcome when done, or a candidate to install."""
         cstate = state.cert(cert.name)
@@ -376,7 +386,9 @@ class Agent:
                 self.config.agent.urgent_before_expiry_days,
                 installed_valid=installed_not_after is not None,
             )
-            waiting = not_yet_valid(cert, cstate, now, version_id)
+            waiting = not_yet_valid(cert, cstate, now, version_id) or put_off(
+                cert, cstate, now, version_id, installed_not_after, defer, dry_run
+            )
             if waiting is not None:
                 return waiting
             if not allowed and cstate.pending and cstate.pending.version_id == version_id:

@@ -118,7 +118,8 @@ def facts_from_describe(response: Mapping[str, Any]) -> RotationFacts:
 
 @dataclass(frozen=True)
 class CadenceConfig:
-    """The intervals of the adaptive poll (proposed `[agent]` keys of the same names)."""
+    """The intervals of the adaptive poll: the `[agent]` keys of the same names
+    (``fleet_loop.cadence_config`` builds it from an `AgentConfig`)."""
 
     poll_interval_s: float = 300.0
     safety_poll_interval_s: float = 6 * HOUR_S

@@ -21,20 +21,18 @@ would for those certificates, in this process, and exits as ``sync`` does (0 / 1
 gets the new certificate either way, and the unit's own state (dead or stopped) is for monitoring
 (``certpull status``) to report. ``--no-fallback`` makes it exit 3 instead.
 
-The CLI (``cli.py``) wires it with ``add_parser`` and ``run``; ``main`` runs it alone
-(``python -m certpull.check_now [-c CONFIG] check-now ...``) until then.
+The socket is the config's ``control_socket`` (default ``/run/certpull/control.sock``). The CLI
+(``cli.py``) wires this module with ``add_parser`` and ``run``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List
 
-from certpull.config import DEFAULT_CONFIG_PATH, Config, load_config
+from certpull.config import Config
 from certpull.control import (
-    DEFAULT_SOCKET,
     DEFAULT_TIMEOUT_S,
     MAX_TIMEOUT_S,
     OK,
@@ -48,8 +46,6 @@ from certpull.control import (
     config_resolver,
     request_check,
 )
-from certpull.errors import CertpullError, ConfigError
-from certpull.logs import setup_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_AGENT, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 
@@ -81,7 +77,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="exit 3 when no agent is running instead of syncing in this process",
     )
-    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=argparse.SUPPRESS)
+    parser.add_argument("--socket", default=None, help=argparse.SUPPRESS)  # default: control_socket
 
 
 def run(
@@ -111,7 +107,7 @@ def run(
         return EXIT_OK
     try:
         reply = request(
-            args.socket,
+            args.socket or config.agent.control_socket,
             names=args.names,
             secret_arn=args.secret,
             timeout_s=args.timeout_s,
@@ -146,52 +142,3 @@ def _no_agent(
         return EXIT_NO_AGENT
     err(f"certpull check-now: {why}; syncing {', '.join(names)} in this process")
     return sync(config, names)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="certpull")
-    parser.add_argument(
-        "-c", "--config", default=os.environ.get("CERTPULL_CONFIG", DEFAULT_CONFIG_PATH)
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-    add_parser(commands)
-    return parser
-
-
-def _cli_sync(config: Config, names: List[str]) -> int:
-    """``certpull sync NAME...`` in this process, with its exit codes."""
-    from certpull import cli  # noqa: PLC0415 - cli imports this module once it is wired
-
-    try:
-        return cli.cmd_sync(
-            config, argparse.Namespace(names=names, dry_run=False, retry_refused=False)
-        )
-    except ConfigError as exc:
-        print(f"certpull: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CertpullError as exc:
-        print(f"certpull: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``[-c CONFIG] check-now ...`` on its own (the same arguments ``certpull`` will take)."""
-    args = _build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, _read_text)
-    except ConfigError as exc:
-        print(f"certpull: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    setup_logging("DEBUG" if args.verbose else config.agent.log_level.upper())
-    return run(config, args, sync=_cli_sync)
-
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

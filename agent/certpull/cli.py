@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
-from certpull import __version__
+from certpull import __version__, check_now
 from certpull.config import COMPAT_LINK_KEYS, DEFAULT_CONFIG_PATH, Config
 from certpull.config_files import load
 from certpull.errors import CertpullError, ConfigError
@@ -50,6 +50,8 @@ exit codes:
   check-config            0 valid, 2 invalid
   doctor                  0 every check passed (or does not apply here), 1 a check failed,
                           2 configuration or usage error
+  check-now               0 installed or current, 1 failed (the previous one stays), 2 config
+                          or usage error, 3 no agent running (--no-fallback), 4 timed out
 
 examples:
   certpull check-config                 validate {DEFAULT_CONFIG_PATH}
@@ -58,6 +60,7 @@ examples:
   certpull status --json                machine-readable status for monitoring
   certpull rollback www                 re-activate the previous certificate of [cert:www]
   certpull doctor                       why a certificate would not arrive or not be served, and the fix
+  certpull check-now --secret ARN       ask the running agent to check now (the doorbell's command)
   systemctl enable --now certpull       run the agent (`certpull run`) under systemd
 
 See the README for the configuration keys, cross-account set-up and rotation events.
@@ -154,6 +157,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "secret's AWSCURRENT moves to another version.",
     )
     rollback.add_argument("name", metavar="NAME")
+    check_now.add_parser(commands)
     return parser
 
 
@@ -278,6 +282,13 @@ def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_check_now(config: Config, args: argparse.Namespace) -> int:
+    def sync(cfg: Config, names: List[str]) -> int:  # no agent answers: this process does it
+        return cmd_sync(cfg, argparse.Namespace(names=names, dry_run=False, retry_refused=False))
+
+    return check_now.run(config, args, sync=sync)
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from certpull.wiring import run_daemon  # noqa: PLC0415 - keeps boto3 off the status path
 
@@ -292,6 +303,7 @@ COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "rollback": cmd_rollback,
     "doctor": cmd_doctor,
     "run": cmd_run,
+    "check-now": cmd_check_now,
 }
 
 

@@ -128,6 +128,20 @@ class AgentConfig:
     read_timeout_s: float = field(default=15.0, metadata=key(v.number(0.1, 300)))
     max_attempts: int = field(default=3, metadata=key(v.integer(1, 20)))
     log_level: str = field(default="info", metadata=key(v.log_level))
+    # The doorbell and the adaptive safety poll (cadence.py), the control socket, the fleet view.
+    doorbell: bool = field(default=False, metadata=key(v.boolean))
+    safety_poll_interval_s: float = field(default=21600.0, metadata=key(v.number(60, 7 * DAY_S)))
+    rotation_poll_interval_s: float = field(default=600.0, metadata=key(v.number(1, DAY_S)))
+    rotation_lead_s: float = field(default=3600.0, metadata=key(v.number(0, 7 * DAY_S)))
+    rotation_grace_s: float = field(default=7200.0, metadata=key(v.number(0, 7 * DAY_S)))
+    expiry_watch_days: float = field(default=14.0, metadata=key(v.number(0, 3650)))
+    expiry_poll_interval_s: float = field(default=3600.0, metadata=key(v.number(1, DAY_S)))
+    poll_install_delay_s: float = field(default=3600.0, metadata=key(v.number(0, 7 * DAY_S)))
+    restart_splay_s: float = field(default=300.0, metadata=key(v.number(0, DAY_S)))
+    host_splay_s: float = field(default=30.0, metadata=key(v.number(0, 3600)))
+    control_socket: str = field(default="/run/certpull/control.sock", metadata=key(v.absolute_path))
+    ssm_inventory: str = field(default="auto", metadata=key(v.auto_no_or_path))
+    prometheus_textfile_dir: Optional[str] = field(default=None, metadata=key(v.absolute_path))
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,15 @@ def field_name(value: str) -> str:
     return value
 
 
+def auto_no_or_path(value: str) -> str:
+    """``auto``, ``no``, or an absolute directory path (the fleet files' places)."""
+    if value.lower() in ("auto", "no"):
+        return value.lower()
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not auto, no or an absolute path")
+    return absolute_path(value)
+
+
 def log_level(value: str) -> str:
     if value.lower() not in LOG_LEVELS:
         raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")

@@ -42,9 +42,10 @@ import struct
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from certpull.events import SecretEvent, match_certs
+from certpull.outcome import Status
 
 DEFAULT_SOCKET = "/run/certpull/control.sock"
 PROTOCOL = 1
@@ -56,7 +57,6 @@ DEFAULT_TIMEOUT_S = 120.0
 MAX_TIMEOUT_S = 3600.0
 
 OK, USAGE, TIMEOUT, STOPPING, BUSY = "ok", "usage", "timeout", "stopping", "busy"
-FAILED = "failed"  # the daemon's outcome status for "nothing changed on disk (or rolled back)"
 
 
 class ControlError(Exception):
@@ -76,13 +76,13 @@ class CheckResult:
     """One certificate's outcome in the pass that answered the request."""
 
     name: str
-    status: str
+    status: str  # an outcome.Status value
     message: str
     version_id: Optional[str] = None
 
     @property
     def ok(self) -> bool:
-        return self.status != FAILED
+        return self.status != Status.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class ControlServer:
         trigger: Callable[[str], None],
         results: PassResults,
         resolve: Resolver,
-        splay_s: float = 0.0,
+        splay_s: Union[float, Callable[[], float]] = 0.0,
         allowed_uids: Optional[Set[int]] = None,
         max_clients: int = MAX_CLIENTS,
         read_timeout_s: float = READ_TIMEOUT_S,
@@ -230,7 +230,7 @@ class ControlServer:
         self._trigger = trigger
         self._results = results
         self._resolve = resolve
-        self.splay_s = max(0.0, splay_s)
+        self._splay_s = splay_s
         self._allowed_uids = allowed_uids if allowed_uids is not None else {0, os.geteuid()}
         self._monotonic = monotonic
         self._max_clients = max_clients
@@ -239,6 +239,13 @@ class ControlServer:
         self._stop = threading.Event()
         self._sock: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
+
+    @property
+    def splay_s(self) -> float:
+        """This host's splay (a callable is asked at each request: the instance id is looked up
+        only when a request comes)."""
+        value = self._splay_s() if callable(self._splay_s) else self._splay_s
+        return max(0.0, value)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

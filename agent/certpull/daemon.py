@@ -1,10 +1,12 @@
 """`certpull run`: the long-running agent that keeps every certificate equal to its secret.
 
-Triggers (the jittered schedule, SQS rotation events, signals, drift on disk) become passes of
-`Agent.sync`; outcomes feed the schedule's backoff, state.json and systemd's notify socket.
+Triggers (the jittered schedule, SQS rotation events, `check-now` on the control socket, signals,
+drift on disk) become passes of `Agent.sync`; outcomes feed the schedule's backoff, state.json,
+systemd's notify socket, the waiting `check-now` callers and the fleet view (``fleet_loop.py``
+decides the adaptive poll's waits).
 
-Threads: the main thread owns the scheduler, the agent and every pass. The SQS poller and the
-watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
+Threads: the main thread owns the scheduler, the agent and every pass. The SQS poller, the control
+socket's request threads and the watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
 signal handlers do the same. So the scheduler and the agent need no locks, and a SIGTERM that
 arrives during an install lets the install finish before the loop stops.
 """
@@ -21,12 +23,15 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
+from certpull.cadence import RotationFacts
 from certpull.config import Config
 from certpull.config_files import dropin_dir
+from certpull.control import ControlError, PassResults
 from certpull.drift import CONFIG_KEY
 from certpull.errors import CertpullError, ConfigError
 from certpull.event_queue import EventQueue
-from certpull.interfaces import DriftWatch, Passes
+from certpull.fleet_loop import FleetPlan, Publisher, check_results, regular_interval_s
+from certpull.interfaces import Controller, DriftWatch, Passes
 from certpull.logs import cert_fields, setup_logging
 from certpull.notify import Notifier
 from certpull.outcome import Outcome, PassReport, Status
@@ -46,6 +51,12 @@ MAX_SLEEP_S = 60.0
 # (0.5 s by default), so a change made then would wait for the next regular check: verify the
 # files once more, locally, this long after each successful pass.
 DRIFT_RECHECK_S = 1.0
+
+
+ControlFactory = Callable[
+    [Config, Callable[[str], None], PassResults, Callable[[], Mapping[str, str]]], Controller
+]
+"""(config, trigger a check now, the pass results, name -> secret ARN) -> the control server."""
 
 
 def drift_paths(config: Config) -> Dict[str, List[str]]:
@@ -75,7 +86,16 @@ class AgentLoop:
         rng: Optional[random.Random] = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        make_control: Optional[ControlFactory] = None,
+        rotation_facts: Callable[[str], Optional[RotationFacts]] = lambda secret_arn: None,
+        read_state: Callable[[Config], State] = lambda config: State(),
+        publish: Optional[Callable[[Config, State], List[str]]] = None,
+        host_splay_s: Callable[[float], float] = lambda max_s: 0.0,
     ) -> None:
+        """The fleet side (all optional): ``make_control`` serves `check-now`;
+        ``rotation_facts(secret_arn)`` gives the last DescribeSecret's rotation dates and
+        ``read_state(config)`` state.json, for the adaptive poll; ``publish(config, state)``
+        writes the fleet view after each pass; ``host_splay_s(max_s)`` is this host's splay."""
         self.config = config
         self._make_agent = make_agent
         self._load = load
@@ -86,6 +106,14 @@ class AgentLoop:
         self._monotonic = monotonic
         self._wall = wall
         self.agent = make_agent(config)
+        self._make_control = make_control
+        self._rotation_facts = rotation_facts
+        self._read_state = read_state
+        self._publish = Publisher(lambda state: publish(self.config, state) if publish else [])
+        self._host_splay_s = host_splay_s
+        self.results = PassResults()
+        self.control: Optional[Controller] = None
+        self.fleet = self._plan(config)
         self.scheduler = Scheduler(
             self._rng,
             interval_s=self._interval(config),
@@ -108,19 +136,24 @@ class AgentLoop:
 
     def run(self) -> int:
         """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
-        2. Record the daemon in state.json, start the event poller and drift watcher; READY=1.
-        3. Until SIGTERM: apply requests, run a pass over what is due, record the outcomes,
-           STATUS= and WATCHDOG=1, then sleep until the next due time or a wake-up.
-        4. STOPPING=1, stop the threads, record the clean stop; exit 0.
+        2. Schedule each first check (with the doorbell on: ``restart_splay_s`` for a healthy
+           certificate), record the daemon in state.json, start the event poller, the drift
+           watcher and the control socket (`check-now`); READY=1.
+        3. Until SIGTERM: apply requests, run a pass over what is due (results for `check-now`
+           around it), record the outcomes, schedule each next check (the adaptive poll),
+           publish the fleet view, STATUS= and WATCHDOG=1, then sleep until the next due time
+           or a wake-up.
+        4. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
         """
         for problem in self.agent.recover():  # (1)
             log.warning("%s", problem)
-        now = self._monotonic()
+        now, state = self._monotonic(), self._state()  # (2)
         for name in self.config.names:
-            self.scheduler.add(name, now)
-        self._record_daemon(started=True)  # (2)
+            self.scheduler.add(name, now, self.fleet.first_in_s(name, state, self._wall()))
+        self._record_daemon(started=True)
         self._start_events()
         self.drift.start()
+        self._start_control()
         self.notifier.ready(self._describe_mode())
         log.info("certpull run: %s", self._describe_mode())
         try:
@@ -130,14 +163,16 @@ class AgentLoop:
                     break
                 self._apply(requests)
                 self._recheck_drift(self._monotonic())
+                asked = set(self.scheduler.triggered(self._monotonic()))
                 due = self.scheduler.due(self._monotonic())
                 if due:
-                    self._pass(due)
+                    self._pass(due, polled=[name for name in due if name not in asked])
                 self._heartbeat()
                 self.notifier.watchdog()
                 self.mailbox.wait(self._sleep_s())
         finally:
             self.notifier.stopping()  # (4)
+            self._stop_control()
             if self.events:
                 self.events.stop()
             self.drift.stop()
@@ -173,6 +208,9 @@ class AgentLoop:
         for name in sorted(requests.triggers):
             if name in self.config.names:
                 self.scheduler.trigger(name, now, self.config.agent.event_splay_s)
+        for name in sorted(requests.check_now):  # check-now waited its host splay already
+            if name in self.config.names:
+                self.scheduler.check_now(name, now)
         for name in sorted(requests.drift - {CONFIG_KEY}):
             if name in self.config.names and not self._repair(name):
                 self.scheduler.trigger(name, now, 0.0)
@@ -182,12 +220,20 @@ class AgentLoop:
                 self.scheduler.trigger(name, now, 0.0)
             self.pending.clear()
 
-    def _pass(self, names: Sequence[str]) -> None:
+    def _pass(self, names: Sequence[str], polled: Sequence[str] = ()) -> None:
+        """One pass over ``names``; ``polled`` of them are due by the regular poll (not asked for)."""
+        self.fleet.forget([name for name in names if name not in polled])
+        defer = self.fleet.defer_for(set(polled), self._wall())
+        # check-now waits for the result of a pass that starts after it asked
+        pass_id = self.results.started(names)
         try:
             with contextlib.ExitStack() as quiet:
                 for name in names:
                     quiet.enter_context(self.drift.suppress(name))
-                report = self.agent.sync(names, windows=self.windows)
+                if defer is None:
+                    report = self.agent.sync(names, windows=self.windows)
+                else:
+                    report = self.agent.sync(names, windows=self.windows, defer=defer)
         except CertpullError as exc:
             log.error("pass over %s failed: %s", ", ".join(names), exc)  # noqa: TRY400 - one line
             report = PassReport()
@@ -208,15 +254,20 @@ class AgentLoop:
             if outcome is not None and outcome.due_at is not None:
                 delay = max(0.0, outcome.due_at - self._wall())
                 self.scheduler.trigger(name, now + delay + 1.0, 0.0)  # e.g. at a notBefore
-            if outcome is not None and outcome.status is Status.PENDING:
+            # a version a poll found and deferred waits for its time, not for a window
+            deferred = name in self.fleet.deferred
+            if outcome is not None and outcome.status is Status.PENDING and not deferred:
                 self.pending.add(name)
             elif name in self.pending:
                 self.pending.discard(name)
+        self._reschedule([name for name in names if name in outcomes and outcomes[name].ok], now)
         if any(o.status is Status.INSTALLED for o in report.outcomes):
             self.drift.update()  # first installs create directories worth watching
         self.summary = _summarise(self.config.names, outcomes, self.scheduler, now)
         self.notifier.status(self.summary)
         self._save_schedule()
+        # last: a check-now that has its answer finds state.json and the fleet view up to date
+        self.results.finished(pass_id, check_results(names, outcomes))
 
     def _recheck_drift(self, now: float) -> None:
         """The watcher's blind spot after a pass: repair what changed meanwhile (no AWS call)."""
@@ -258,6 +309,7 @@ class AgentLoop:
             return
         now = self._monotonic()
         old_queue = self.config.agent.events_queue_url
+        old_control = (self.config.agent.control_socket, self.config.agent.host_splay_s)
         old_arns = {cert.name: cert.secret_arn for cert in self.config.certs}
         self.config = new
         self.agent = self._make_agent(new)
@@ -265,6 +317,8 @@ class AgentLoop:
             log.warning("%s", problem)
         self.scheduler.sync_names(new.names, now)
         self.scheduler.set_interval(self._interval(new), now)
+        deferred, self.fleet = self.fleet.deferred, self._plan(new)
+        self.fleet.deferred = {n: t for n, t in deferred.items() if n in new.names}
         self.pending &= set(new.names)
         self.rechecks = {n: t for n, t in self.rechecks.items() if n in new.names}
         self.versions = {
@@ -278,6 +332,9 @@ class AgentLoop:
                 self.events = None
             self._start_events()
         self.drift.update(drift_paths(new))
+        if (new.agent.control_socket, new.agent.host_splay_s) != old_control:
+            self._stop_control()
+            self._start_control()
         setup_logging(new.agent.log_level.upper())
         self._update_state(lambda state: setattr(state.daemon, "config_error", None))
         log.info("config reloaded: %s", self._describe_mode())
@@ -299,8 +356,54 @@ class AgentLoop:
         self.events.start()
 
     def _interval(self, config: Config) -> float:
-        agent = config.agent
-        return agent.reconcile_interval_s if agent.events_queue_url else agent.poll_interval_s
+        return regular_interval_s(config.agent)
+
+    # --- the fleet side: control socket, adaptive poll, fleet view ---------------------------
+
+    def _plan(self, config: Config) -> FleetPlan:
+        return FleetPlan(
+            config,
+            self._rotation_facts,
+            self._rng,
+            lambda: self._host_splay_s(self.config.agent.host_splay_s),
+        )
+
+    def _state(self) -> State:
+        try:
+            return self._read_state(self.config)
+        except CertpullError as exc:
+            log.warning("cannot read state for the schedule: %s", exc)
+            return State()
+
+    def _start_control(self) -> None:
+        """Serve `check-now`; without the socket the agent still polls (check-now then syncs)."""
+        if self._make_control is None:
+            return
+        control = self._make_control(
+            self.config,
+            self.mailbox.post_check_now,
+            self.results,
+            lambda: {cert.name: cert.secret_arn for cert in self.config.certs},
+        )
+        try:
+            control.start()
+        except ControlError as exc:
+            log.error("control socket: %s; check-now will sync on its own", exc)  # noqa: TRY400
+            return
+        self.control = control
+
+    def _stop_control(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+
+    def _reschedule(self, succeeded: Sequence[str], now: float) -> None:
+        """The adaptive poll sets each successful check's next one (``FleetPlan.next_in_s``)."""
+        if not succeeded:
+            return
+        state, wall = self._state(), self._wall()
+        for name in succeeded:
+            self.scheduler.record_success(name, now, self.fleet.next_in_s(name, state, wall))
 
     def _describe_mode(self) -> str:
         agent = self.config.agent
@@ -309,6 +412,9 @@ class AgentLoop:
             if agent.events_queue_url
             else f"polling every {agent.poll_interval_s:g} s"
         )
+        if agent.doorbell:
+            mode = f"doorbell on {agent.control_socket}, safety poll every {agent.safety_poll_interval_s:g} s"
+            mode += f" (SQS events from {agent.events_queue_url})" if agent.events_queue_url else ""
         return f"{len(self.config.certs)} certificate(s), {mode}"
 
     def _sleep_s(self) -> float:
@@ -348,6 +454,7 @@ class AgentLoop:
             daemon.heartbeat_at = wall
             daemon.heartbeat_interval_s = HEARTBEAT_S
             daemon.mode = "events" if self.config.agent.events_queue_url else "poll"
+            daemon.mode = "doorbell" if self.config.agent.doorbell else daemon.mode
             if stopped:
                 daemon.stopped_at = wall
 
@@ -356,8 +463,10 @@ class AgentLoop:
 
     def _save_schedule(self) -> None:
         wall = self._wall()
+        saved: List[State] = []
 
         def change(state: State) -> None:
+            saved.append(state)
             for name in self.config.names:
                 snapshot = self.scheduler.snapshot(name)
                 if snapshot is None:
@@ -369,6 +478,8 @@ class AgentLoop:
 
         self._update_state(change)
         self._last_heartbeat = self._monotonic()
+        if saved:
+            self._publish(saved[-1])  # the fleet view: SSM inventory, Prometheus textfile
 
     def _update_state(self, change: Callable[[State], None]) -> None:
         try:

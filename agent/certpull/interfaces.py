@@ -7,6 +7,7 @@ small fakes that satisfy the same Protocol, so neither side needs `type: ignore`
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import (
     TYPE_CHECKING,
     Callable,
@@ -83,6 +84,14 @@ class DriftWatch(Protocol):
     def suppress(self, key: str) -> ContextManager[None]: ...
 
 
+class Controller(Protocol):
+    """The control socket `check-now` talks to (control.ControlServer)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Passes(Protocol):
     """What the daemon asks of the pass (agent.Agent)."""
 
@@ -94,6 +103,7 @@ class Passes(Protocol):
         dry_run: bool = False,
         windows: Optional[InstallWindows] = None,
         retry_refused: bool = False,
+        defer: Optional[Defer] = None,
     ) -> PassReport: ...
 
     def drifted(self, name: str) -> bool: ...
@@ -102,6 +112,10 @@ class Passes(Protocol):
 
     def update_state(self, change: Callable[[State], None]) -> None: ...
 
+
+Defer = Callable[[str, str, Optional[datetime]], Optional[float]]
+"""(name, AWSCURRENT version id, installed leaf's notAfter) -> epoch s from which that version may
+be installed (the pass leaves it pending until then); None: install it now."""
 
 ServedCheck = Callable[["VerifyTarget", bytes, float], float]
 """(target, expected leaf DER, timeout) -> seconds until fresh handshakes served it; ReloadError otherwise."""

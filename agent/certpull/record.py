@@ -16,6 +16,7 @@ from certpull.bundle import CertBundle, NotYetValid, chain_expiry, leaf_info, va
 from certpull.config import CertConfig
 from certpull.errors import StoreError
 from certpull.install import Candidate
+from certpull.interfaces import Defer
 from certpull.outcome import Outcome, Status
 from certpull.state import CertState, Installed, Pending, Rejected, State
 
@@ -128,6 +129,30 @@ def not_yet_valid(
         f"{cert.name}: version {version_id} is pending until {when(start)} (its notBefore)",
         version_id,
         due_at=start.timestamp(),
+    )
+
+
+def put_off(
+    cert: CertConfig,
+    cstate: CertState,
+    now: float,
+    version_id: str,
+    installed_not_after: Optional[datetime],
+    defer: Optional[Defer],
+    dry_run: bool,
+) -> Optional[Outcome]:
+    """Step 4's ``defer``: a pending outcome when the daemon puts this version off."""
+    at = defer(cert.name, version_id, installed_not_after) if defer and not dry_run else None
+    if at is None:
+        return None
+    cstate.last_check_at = now
+    moment = datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds")
+    return Outcome(
+        cert.name,
+        Status.PENDING,
+        f"{cert.name}: version {version_id} found by the safety poll; installing it at "
+        f"{moment} (poll_install_delay_s) unless the doorbell brings it first",
+        version_id,
     )
 
 

@@ -242,6 +242,24 @@ class Scheduler:
             cert.next_triggered = now + self._rng.uniform(0.0, max(0.0, splay_s))
         return cert.next_triggered
 
+    def check_now(self, name: str, now: float) -> None:
+        """``check-now`` asked (it waited its host splay already): due now, even when a later
+        trigger (a notBefore) was pending; no splay, no backoff wait."""
+        cert = self._certs.get(name)
+        if cert is not None:
+            cert.next_triggered = (
+                now if cert.next_triggered is None else min(now, cert.next_triggered)
+            )
+
+    def triggered(self, now: float) -> List[str]:
+        """Names whose pending trigger is due (asked for, rather than due by the regular poll);
+        call before ``due()``, which consumes the triggers."""
+        return sorted(
+            name
+            for name, cert in self._certs.items()
+            if not cert.running and cert.next_triggered is not None and cert.next_triggered <= now
+        )
+
     def trigger_all(self, now: float) -> None:
         """Check everything now (SIGUSR1): an operator asked, so no splay and no backoff wait."""
         for cert in self._certs.values():

@@ -10,7 +10,7 @@ refusal, secret scheduled for deletion, binary secret).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -107,8 +107,15 @@ ClientFactory = Callable[[str, Optional[str], Optional[str]], Any]
 class SecretSource:
     """Reads one secret's AWSCURRENT version through an injected client factory."""
 
-    def __init__(self, client_factory: ClientFactory) -> None:
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        on_describe: Optional[Callable[[str, Mapping[str, Any]], None]] = None,
+    ) -> None:
+        """``on_describe(secret_arn, response)`` sees each DescribeSecret answer (the daemon's
+        adaptive poll reads the rotation dates from it; no extra call)."""
         self._client_factory = client_factory
+        self._on_describe = on_describe
 
     def _client(self, secret_arn: str, role_arn: Optional[str], external_id: Optional[str]) -> Any:
         region = secret_arn.split(":")[3]
@@ -124,6 +131,8 @@ class SecretSource:
             )
         except Exception as exc:
             raise classify(exc, "DescribeSecret") from None
+        if self._on_describe is not None:
+            self._on_describe(secret_arn, response)
         if response.get("DeletedDate"):
             raise SourceError(
                 "DescribeSecret: the secret is scheduled for deletion", False, "Deleted"

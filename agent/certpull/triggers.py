@@ -1,8 +1,8 @@
 """What wakes the daemon: requests from signal handlers and threads, and SQS rotation events.
 
-The `Mailbox` collects requests (stop, reload the config, check all, check one, drift) and wakes
-the main loop through a self-pipe; the `EventPoller` thread long-polls the SQS queue and posts a
-check for each configured secret an event names. Neither runs a pass: the main loop does.
+The `Mailbox` collects requests (stop, reload the config, check all, check one, check one now,
+drift) and wakes the main loop through a self-pipe; the `EventPoller` thread long-polls the SQS
+queue and posts a check for each configured secret an event names. Neither runs a pass: the main loop does.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Requests:
     check_all: bool = False
     triggers: Set[str] = field(default_factory=set)
     drift: Set[str] = field(default_factory=set)
+    check_now: Set[str] = field(default_factory=set)  # `certpull check-now`: no splay
 
 
 class Mailbox:
@@ -75,6 +76,11 @@ class Mailbox:
     def post_trigger(self, name: str) -> None:
         with self._lock:
             self._requests.triggers.add(name)
+        self._wake()
+
+    def post_check_now(self, name: str) -> None:
+        with self._lock:
+            self._requests.check_now.add(name)
         self._wake()
 
     def post_drift(self, key: str) -> None:

@@ -10,16 +10,19 @@ Importing this module imports boto3: `certpull status` must not (cli.py imports 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-from typing import Callable, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
+from certpull import __version__
 from certpull.agent import Agent, CompatFactory, LiveDirFactory
 from certpull.aws import AwsClients
 from certpull.bundle import KEY_FILE
 from certpull.compat import CompatLinks
 from certpull.config import AgentConfig, CertConfig, Config
 from certpull.config_files import load
+from certpull.control import ControlServer, PassResults, config_resolver
 from certpull.daemon import AgentLoop, drift_paths
 from certpull.doctor import Doctor
 from certpull.doctor_aws import AwsProbe
@@ -28,12 +31,16 @@ from certpull.drift import DriftWatcher
 from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
 from certpull.fileops import FileOps, resolve_group, resolve_owner
+from certpull.fleet_files import SSM_DATA_DIR, FleetFiles, inventory_dir
+from certpull.fleet_loop import RotationBook
 from certpull.httpd import Httpd
+from certpull.instance_id import default_readers, first_of
 from certpull.logs import setup_logging
 from certpull.notify import Notifier
 from certpull.proc import CommandRunner
 from certpull.source import SecretSource
-from certpull.state import StateFile
+from certpull.splay import host_splay_s
+from certpull.state import State, StateFile
 from certpull.store import LiveDir
 
 
@@ -109,16 +116,20 @@ def compat_factory(config: Config, fs: Optional[FileOps] = None) -> CompatFactor
 
 
 def build_agent(
-    config: Config, log_outcomes: bool = True, runner: Optional[CommandRunner] = None
+    config: Config,
+    log_outcomes: bool = True,
+    runner: Optional[CommandRunner] = None,
+    on_describe: Optional[Callable[[str, Mapping[str, Any]], None]] = None,
 ) -> Agent:
     """The Agent with real adapters: boto3 clients, subprocesses, files, TLS handshakes.
 
-    ``runner`` replaces the command runner (a bench times the reload commands through it).
+    ``runner`` replaces the command runner (a bench times the reload commands through it);
+    ``on_describe`` sees each DescribeSecret answer (the daemon's ``RotationBook``).
     """
     runner = runner or command_runner(config.agent)
     return Agent(
         config,
-        source=SecretSource(aws_clients(config.agent).secretsmanager),
+        source=SecretSource(aws_clients(config.agent).secretsmanager, on_describe),
         httpd=httpd(config.agent, runner),
         state_file=StateFile(config.agent.state_dir),
         live_dir_for=live_dir_factory(config, selinux_restorer(runner)),
@@ -146,15 +157,70 @@ def drift_watcher(config: Config, on_change: Callable[[str], None]) -> DriftWatc
     return DriftWatcher(drift_paths(config), on_change)
 
 
+@functools.cache
+def host_id() -> str:
+    """This host's instance id (or machine id), looked up once and only when needed: off EC2 the
+    IMDS attempt costs up to two seconds."""
+    return first_of(default_readers(os.environ)) or ""
+
+
+def this_host_splay_s(max_s: float) -> float:
+    """This host's fixed share of ``[0, max_s)`` (no instance id lookup when ``max_s`` is 0)."""
+    return host_splay_s(host_id(), max_s) if max_s > 0 else 0.0
+
+
+def control_server(
+    config: Config,
+    trigger: Callable[[str], None],
+    results: PassResults,
+    certs: Callable[[], Mapping[str, str]],
+) -> ControlServer:
+    """The `check-now` socket at `control_socket`, waiting this host's splay per request."""
+    return ControlServer(
+        config.agent.control_socket,
+        trigger=trigger,
+        results=results,
+        resolve=config_resolver(certs),
+        splay_s=lambda: this_host_splay_s(config.agent.host_splay_s),
+    )
+
+
+def fleet_files(config: Config) -> FleetFiles:
+    """Where the fleet view goes: `ssm_inventory` (auto: the SSM agent's custom inventory
+    directory of this instance, when an SSM agent keeps its data here) and
+    `prometheus_textfile_dir`."""
+    where = config.agent.ssm_inventory
+    inventory: Optional[str] = None
+    if where == "auto":
+        inventory = inventory_dir(host_id()) if os.path.isdir(SSM_DATA_DIR) and host_id() else None
+    elif where != "no":
+        inventory = where
+    return FleetFiles(inventory_dir=inventory, prometheus_dir=config.agent.prometheus_textfile_dir)
+
+
+def publish_fleet_view(config: Config, state: State) -> List[str]:
+    return fleet_files(config).publish(state, __version__)
+
+
+def read_state(config: Config) -> State:
+    return StateFile(config.agent.state_dir).load()
+
+
 def build_daemon(config: Config) -> AgentLoop:
     """`certpull run`'s loop with the real collaborators."""
+    book = RotationBook()
     return AgentLoop(
         config,
-        make_agent=build_agent,
+        make_agent=lambda cfg: build_agent(cfg, on_describe=book.record),
         load=load,
         notifier=Notifier(),
         make_event_queue=event_queue,
         make_drift_watcher=drift_watcher,
+        make_control=control_server,
+        rotation_facts=book.get,
+        read_state=read_state,
+        publish=publish_fleet_view,
+        host_splay_s=this_host_splay_s,
     )
 
 

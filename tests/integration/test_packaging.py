@@ -290,6 +290,8 @@ def checkable_unit(tmp_path: Path) -> Path:
         ("Service", "ExecStart", "/usr/bin/certpull run"),
         ("Service", "StateDirectory", "certpull"),
         ("Service", "StateDirectoryMode", "0700"),
+        ("Service", "RuntimeDirectory", "certpull"),
+        ("Service", "RuntimeDirectoryMode", "0700"),
         ("Install", "WantedBy", "multi-user.target"),
     ],
 )
@@ -302,6 +304,8 @@ def test_unit_declares(section: str, key: str, value: str) -> None:
     [
         ("ReadWritePaths", "/etc/pki/certpull", "the live directory"),
         ("ReadWritePaths", "-/etc/pki/tls", "compat links, when that directory exists"),
+        ("ReadWritePaths", "-/var/lib/node_exporter/textfile_collector", "the Prometheus textfile"),
+        ("ReadWritePaths", "-/var/lib/amazon/ssm", "the SSM custom inventory file"),
         ("RestrictAddressFamilies", "AF_UNIX", "systemctl reload over systemd's socket; sd_notify"),
         ("RestrictAddressFamilies", "AF_INET", "AWS endpoints and the loopback TLS check"),
         ("RestrictAddressFamilies", "AF_INET6", "AWS endpoints over IPv6"),
@@ -388,7 +392,15 @@ def test_host_role_is_least_privilege(sid: str, actions: Any, resource: Any) -> 
 def test_host_role_has_nothing_else() -> None:
     resources = template("host.yaml")["Resources"]
     role = resources["InstanceRole"]["Properties"]
-    assert "ManagedPolicyArns" not in role
+    # the SSM agent's managed policy (the doorbell, inventory), and only when asked for
+    condition, (ssm_policy,), none = role["ManagedPolicyArns"]["Fn::If"]
+    assert template("host.yaml")["Conditions"][condition] == {
+        "Fn::Equals": [{"Ref": "SsmManaged"}, "true"]
+    }
+    assert ssm_policy == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    }
+    assert none == {"Ref": "AWS::NoValue"}
     assert "Policies" not in role
     assert set(role_statements(resources)) == {
         "ReadCertificateSecrets",
@@ -403,6 +415,17 @@ def test_host_decrypt_is_limited_to_secrets_manager_and_the_secrets() -> None:
     equals = condition["Condition"]["StringEquals"]
     assert "secretsmanager.${Region}.amazonaws.com" in str(equals["kms:ViaService"])
     assert equals["kms:EncryptionContext:SecretARN"] == {"Ref": "SecretArns"}
+
+
+def test_host_instances_carry_the_tags_the_doorbell_targets() -> None:
+    data = template("host.yaml")["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    _, (spec,), _ = data["TagSpecifications"]["Fn::If"]
+    fleet, wave = spec["Tags"]
+    assert spec["ResourceType"] == "instance"
+    assert fleet == {"Key": "certpull:fleet", "Value": {"Ref": "FleetTagValue"}}
+    assert wave["Fn::If"][1] == {"Key": "certpull:wave", "Value": {"Ref": "WaveTagValue"}}
+    runbook = str(template("doorbell.yaml")["Resources"])
+    assert "tag:certpull:fleet" in runbook and "tag:certpull:wave" in runbook
 
 
 def test_host_requires_imdsv2() -> None:

@@ -312,3 +312,33 @@ def test_edited_live_file_is_republished(world) -> None:  # type: ignore[no-unty
     assert statuses(report) == {"a": Status.INSTALLED}
     assert live_cert(tmp, "a") == good
     assert httpd.calls == ["configtest", "graceful"]
+
+
+def test_a_version_the_daemon_defers_is_pending_without_a_fetch_then_installs(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = world
+    install_both(agent, source, httpd)
+    before = live_cert(tmp, "a")
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    asked: List[tuple] = []  # type: ignore[type-arg]
+
+    def defer(name: str, version_id: str, not_after: object) -> Optional[float]:
+        asked.append((name, version_id, not_after is not None))
+        return 1_900_000_000.0 if name == "a" else None
+
+    report = agent.sync(["a", "b"], defer=defer)
+    assert statuses(report) == {"a": Status.PENDING, "b": Status.CURRENT}
+    assert "a2 found by the safety poll; installing it at 2030-03-17T17:46:40+00:00" in str(
+        [o.message for o in report.outcomes]
+    )
+    assert asked == [("a", "a2", True)]  # asked only for the version that moved, with the expiry
+    assert source.calls == ["DescribeSecret", "DescribeSecret"]  # no GetSecretValue for it
+    assert live_cert(tmp, "a") == before and httpd.calls == []
+    assert statuses(agent.sync(["a"], defer=lambda *args: None)) == {"a": Status.INSTALLED}
+
+
+def test_a_dry_run_is_never_deferred(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, _ = world
+    install_both(agent, source, httpd)
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    report = agent.sync(["a"], dry_run=True, defer=lambda *args: 1_900_000_000.0)
+    assert statuses(report) == {"a": Status.WOULD_INSTALL}

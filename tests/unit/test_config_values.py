@@ -89,3 +89,45 @@ def test_command(command: str, argv: List[str]) -> None:
 def test_command_rejects(command: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config_values.command(command)
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("auto", "auto"),
+        ("No", "no"),
+        ("/var/lib/x/inventory/custom/", "/var/lib/x/inventory/custom"),
+    ],
+)
+def test_ssm_inventory_is_auto_no_or_a_directory(value: str, parsed: str) -> None:
+    assert config_values.auto_no_or_path(value) == parsed
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yes", "auto, no or an absolute path"),
+        ("relative/dir", "auto, no or an absolute path"),
+        ("/a/../b", "must not contain"),
+    ],
+)
+def test_ssm_inventory_refuses_anything_else(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_values.auto_no_or_path(value)
+
+
+def test_the_fleet_keys_parse_with_their_defaults_and_ranges() -> None:
+    from certpull.config import AgentConfig, parse_config
+    from certpull.errors import ConfigError
+
+    base = "[cert:www]\nsecret_arn = arn:aws:secretsmanager:us-east-1:111122223333:secret:w\n"
+    agent = parse_config(f"[agent]\ndoorbell = yes\nhost_splay_s = 0\n{base}").agent
+    assert agent.doorbell and agent.host_splay_s == 0
+    assert (agent.safety_poll_interval_s, agent.control_socket) == (
+        AgentConfig().safety_poll_interval_s,
+        "/run/certpull/control.sock",
+    )
+    with pytest.raises(ConfigError, match="safety_poll_interval_s"):
+        parse_config(f"[agent]\nsafety_poll_interval_s = 10\n{base}")
+    with pytest.raises(ConfigError, match="control_socket"):
+        parse_config(f"[agent]\ncontrol_socket = run/control.sock\n{base}")

@@ -199,6 +199,26 @@ def test_the_splay_never_takes_more_than_half_the_timeout(sock_path: str, loop: 
     assert reply.ok and reply.splay_s == 2.0
 
 
+def test_a_splay_given_as_a_callable_is_asked_at_each_request_only(
+    sock_path: str, loop: FakeLoop
+) -> None:
+    asked: List[int] = []
+
+    def splay() -> float:  # the daemon's: the instance id is looked up on the first request
+        asked.append(1)
+        return 0.3
+
+    srv = serve(sock_path, loop, splay_s=splay)
+    try:
+        assert asked == []  # not at start
+        first = request_check(sock_path, names=["www"], timeout_s=10)
+        second = request_check(sock_path, names=["www"], timeout_s=10)
+    finally:
+        srv.stop()
+    assert first.ok and second.ok and first.splay_s == 0.3
+    assert len(asked) == 2
+
+
 def test_stopping_releases_a_waiting_request(sock_path: str, loop: FakeLoop) -> None:
     loop.enabled = False
     srv = serve(sock_path, loop)

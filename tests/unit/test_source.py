@@ -155,3 +155,34 @@ def test_unknown_exceptions_are_not_swallowed() -> None:
 def test_secret_value_repr_hides_the_payload() -> None:
     value = SecretValue("v1", "-----BEGIN PRIVATE KEY-----abc")
     assert "BEGIN" not in repr(value) and "chars" in repr(value)
+
+
+def test_each_describe_answer_reaches_the_rotation_book_without_another_call() -> None:
+    from datetime import datetime, timezone
+
+    from certpull.fleet_loop import RotationBook
+
+    client = boto3.session.Session(
+        aws_access_key_id="x", aws_secret_access_key="y", region_name="eu-west-1"
+    ).client("secretsmanager")
+    book = RotationBook()
+    source = SecretSource(lambda region, role, ext: client, on_describe=book.record)
+    due = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_secret",
+            {
+                "ARN": ARN,
+                "RotationEnabled": True,
+                "NextRotationDate": due,
+                "RotationRules": {"AutomaticallyAfterDays": 30},
+                "VersionIdsToStages": {V2: ["AWSCURRENT"]},
+            },
+            {"SecretId": ARN},
+        )
+        assert book.get(ARN) is None
+        assert source.current_version_id(ARN) == V2
+        stub.assert_no_pending_responses()
+    facts = book.get(ARN)
+    assert facts is not None and facts.expected_rotation_at() == due.timestamp()
+    assert facts.period_s == 30 * 86400
