@@ -3,8 +3,10 @@
 Triggers (the jittered schedule, SQS rotation events, signals, drift on disk) become passes of
 `Agent.sync`; outcomes feed the schedule's backoff, state.json and systemd's notify socket.
 
-Threads: the main thread owns the scheduler, the agent and every pass. The SQS poller and the
-watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
+Threads: the main thread owns the scheduler, the agent and every pass. The liveness thread
+(liveness.py) sends WATCHDOG=1 while the main loop's lease holds (a pass's lease is its deadline
+plus the longest step it may be inside), so one slow AWS call never gets a healthy agent killed.
+The SQS poller and the watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
 signal handlers do the same. So the scheduler and the agent need no locks, and a SIGTERM that
 arrives during an install lets the install finish before the loop stops.
 """
@@ -19,7 +21,7 @@ import signal
 import time
 from datetime import datetime, timezone
 from types import FrameType
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from certpull.config import Config
 from certpull.config_files import dropin_dir
@@ -27,9 +29,10 @@ from certpull.drift import CONFIG_KEY
 from certpull.errors import CertpullError, ConfigError
 from certpull.event_queue import EventQueue
 from certpull.interfaces import DriftWatch, Passes
+from certpull.liveness import Liveness
 from certpull.logs import cert_fields, setup_logging
 from certpull.notify import Notifier
-from certpull.outcome import Outcome, PassReport, Status
+from certpull.outcome import PassReport, Status
 from certpull.procinfo import boot_id, start_ticks
 from certpull.schedule import Scheduler
 from certpull.state import State
@@ -46,6 +49,14 @@ MAX_SLEEP_S = 60.0
 # (0.5 s by default), so a change made then would wait for the next regular check: verify the
 # files once more, locally, this long after each successful pass.
 DRIFT_RECHECK_S = 1.0
+# A pass begins no certificate after this (the rest are deferred to the next pass), so a stalled
+# AWS endpoint cannot stretch a pass without bound and the failures seen reach state.json.
+PASS_DEADLINE_S = 60.0
+# A fresh host (a configured certificate with no files yet): READY=1 waits for the first install
+# at most this long, so that httpd, ordered after the agent, starts on the files.
+FIRST_INSTALL_BOUND_S = 60.0
+# Lease slack for quick local work between waits (drift repair, a config reload's recovery).
+IDLE_SLACK_S = 10.0
 
 
 def drift_paths(config: Config) -> Dict[str, List[str]]:
@@ -72,6 +83,7 @@ class AgentLoop:
         make_event_queue: Callable[[Config], EventQueue],
         make_drift_watcher: Callable[[Config, Callable[[str], None]], DriftWatch],
         mailbox: Optional[Mailbox] = None,
+        liveness: Optional[Liveness] = None,
         rng: Optional[random.Random] = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -99,6 +111,7 @@ class AgentLoop:
         self.versions: Dict[str, str] = {}  # name -> version id the last pass found in place
         self.summary = "starting"
         self._last_heartbeat = float("-inf")
+        self.liveness = liveness or Liveness(notifier, monotonic)
 
     @property
     def windows(self) -> Optional[InstallWindows]:
@@ -108,10 +121,15 @@ class AgentLoop:
 
     def run(self) -> int:
         """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
-        2. Record the daemon in state.json, start the event poller and drift watcher; READY=1.
-        3. Until SIGTERM: apply requests, run a pass over what is due, record the outcomes,
-           STATUS= and WATCHDOG=1, then sleep until the next due time or a wake-up.
-        4. STOPPING=1, stop the threads, record the clean stop; exit 0.
+        2. Record the daemon in state.json, start the event poller, drift watcher and liveness
+           thread.
+        3. A fresh host (some certificate has no files yet): its first pass, over those, before
+           READY=1, which the liveness thread sends anyway after FIRST_INSTALL_BOUND_S. With
+           every certificate installed, READY=1 comes before any AWS call.
+        4. READY=1. Until SIGTERM: apply requests, run a pass over what is due (bounded by
+           PASS_DEADLINE_S), record the outcomes and STATUS=, then sleep until the next due time
+           or a wake-up; each step renews the watchdog lease.
+        5. STOPPING=1, stop the threads, record the clean stop; exit 0.
         """
         for problem in self.agent.recover():  # (1)
             log.warning("%s", problem)
@@ -121,10 +139,26 @@ class AgentLoop:
         self._record_daemon(started=True)  # (2)
         self._start_events()
         self.drift.start()
-        self.notifier.ready(self._describe_mode())
+        self.liveness.start()
+        missing = self.agent.not_installed()  # (3)
+        if missing:
+            bound = now + FIRST_INSTALL_BOUND_S
+            self.liveness.ready_by(bound, f"first install of {', '.join(missing)} is late")
+            log.info(
+                "first install of %s before READY (at most %g s)",
+                ", ".join(missing),
+                FIRST_INSTALL_BOUND_S,
+            )
+            self._pass(missing, deadline=bound)
+        if not self.liveness.ready(self._ready_text()):  # (4)
+            log.info(
+                "READY=1 was sent at the %g s bound, before the first install",
+                FIRST_INSTALL_BOUND_S,
+            )
         log.info("certpull run: %s", self._describe_mode())
         try:
-            while True:  # (3)
+            while True:
+                self.liveness.beat(self._step_bound_s())
                 requests = self.mailbox.take()
                 if requests.stop:
                     break
@@ -134,10 +168,12 @@ class AgentLoop:
                 if due:
                     self._pass(due)
                 self._heartbeat()
-                self.notifier.watchdog()
-                self.mailbox.wait(self._sleep_s())
+                sleep = self._sleep_s()
+                self.liveness.beat(sleep + IDLE_SLACK_S)
+                self.mailbox.wait(sleep)
         finally:
-            self.notifier.stopping()  # (4)
+            self.notifier.stopping()  # (5)
+            self.liveness.stop()
             if self.events:
                 self.events.stop()
             self.drift.stop()
@@ -182,12 +218,20 @@ class AgentLoop:
                 self.scheduler.trigger(name, now, 0.0)
             self.pending.clear()
 
-    def _pass(self, names: Sequence[str]) -> None:
+    def _pass(self, names: Sequence[str], deadline: Optional[float] = None) -> None:
+        started = self._monotonic()
+        deadline = started + PASS_DEADLINE_S if deadline is None else deadline
+        self.liveness.beat(deadline - started + self._overrun_bound_s())
         try:
             with contextlib.ExitStack() as quiet:
                 for name in names:
                     quiet.enter_context(self.drift.suppress(name))
-                report = self.agent.sync(names, windows=self.windows)
+                report = self.agent.sync(
+                    names,
+                    windows=self.windows,
+                    deadline=deadline,
+                    start_httpd=lambda: self.liveness.ready_sent,
+                )
         except CertpullError as exc:
             log.error("pass over %s failed: %s", ", ".join(names), exc)  # noqa: TRY400 - one line
             report = PassReport()
@@ -198,6 +242,10 @@ class AgentLoop:
         outcomes = {outcome.name: outcome for outcome in report.outcomes}
         for name in names:
             outcome = outcomes.get(name)
+            if outcome is not None and outcome.status is Status.DEFERRED:
+                log.warning("%s", outcome.message, extra=cert_fields(name))
+                self.scheduler.record_deferred(name, now)
+                continue
             if outcome is None or outcome.status is Status.FAILED:
                 self.scheduler.record_failure(name, now)
             else:
@@ -214,9 +262,8 @@ class AgentLoop:
                 self.pending.discard(name)
         if any(o.status is Status.INSTALLED for o in report.outcomes):
             self.drift.update()  # first installs create directories worth watching
-        self.summary = _summarise(self.config.names, outcomes, self.scheduler, now)
-        self.notifier.status(self.summary)
         self._save_schedule()
+        self.notifier.status(self.summary)
 
     def _recheck_drift(self, now: float) -> None:
         """The watcher's blind spot after a pass: repair what changed meanwhile (no AWS call)."""
@@ -281,7 +328,7 @@ class AgentLoop:
         setup_logging(new.agent.log_level.upper())
         self._update_state(lambda state: setattr(state.daemon, "config_error", None))
         log.info("config reloaded: %s", self._describe_mode())
-        self.notifier.ready(self._describe_mode())
+        self.notifier.ready(self._ready_text())
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -310,6 +357,27 @@ class AgentLoop:
             else f"polling every {agent.poll_interval_s:g} s"
         )
         return f"{len(self.config.certs)} certificate(s), {mode}"
+
+    def _ready_text(self) -> str:
+        """READY's STATUS=: the summary from state once a pass ran, else the mode."""
+        return self.summary if self.summary != "starting" else self._describe_mode()
+
+    def _call_bound_s(self) -> float:
+        """The longest one AWS call may take: every attempt's timeouts plus the retry backoff
+        (botocore's standard mode waits at most 2**attempt s, capped at 20 s, between them)."""
+        agent = self.config.agent
+        backoff = sum(min(20.0, 2.0**i) for i in range(1, agent.max_attempts))
+        return agent.max_attempts * (agent.connect_timeout_s + agent.read_timeout_s) + backoff
+
+    def _step_bound_s(self) -> float:
+        """The longest local step: config test, reload, start and a second reload, two verifies."""
+        agent = self.config.agent
+        return 4 * agent.command_timeout_s + 2 * agent.verify_timeout_s + IDLE_SLACK_S
+
+    def _overrun_bound_s(self) -> float:
+        """How far a pass may run past its deadline: the certificate it is inside (AssumeRole,
+        DescribeSecret, GetSecretValue) and the install step after it."""
+        return 3 * self._call_bound_s() + self._step_bound_s()
 
     def _sleep_s(self) -> float:
         now = self._monotonic()
@@ -355,9 +423,14 @@ class AgentLoop:
         self._last_heartbeat = self._monotonic()
 
     def _save_schedule(self) -> None:
+        """The schedule into state.json; the summary (STATUS=) from every certificate's record."""
         wall = self._wall()
+        now = self._monotonic()
 
         def change(state: State) -> None:
+            self.summary = summarise(
+                self.config.names, state, self.scheduler.next_wakeup(now) - now
+            )
             for name in self.config.names:
                 snapshot = self.scheduler.snapshot(name)
                 if snapshot is None:
@@ -377,12 +450,24 @@ class AgentLoop:
             log.error("cannot update state: %s", exc)  # noqa: TRY400 - one line
 
 
-def _summarise(
-    names: Sequence[str], outcomes: Mapping[str, Outcome], scheduler: Scheduler, now: float
-) -> str:
-    failed = [name for name in names if name in outcomes and outcomes[name].status is Status.FAILED]
-    wake = scheduler.next_wakeup(now) - now
-    if failed:
-        first = outcomes[failed[0]].message
-        return f"{len(failed)} of {len(names)} failing ({first}); next check in {wake:.0f} s"
-    return f"{len(names)} certificate(s) OK; next check in {wake:.0f} s"
+def summarise(names: Sequence[str], state: State, next_check_s: float) -> str:
+    """systemd's STATUS= line over every certificate, from state.json (not only the last pass):
+    ``2 certificate(s): 1 OK, 1 failing (www: ...); next check in 5 s``."""
+    failing = [n for n in names if n in state.certs and state.certs[n].last_error]
+    waiting = [
+        n
+        for n in names
+        if n not in failing and (n not in state.certs or not state.certs[n].installed)
+    ]
+    ok = len(names) - len(failing) - len(waiting)
+    parts = [f"{ok} OK"]
+    if failing:
+        first = " ".join(str(state.certs[failing[0]].last_error).split())
+        if len(first) > 160:
+            first = first[:157] + "..."
+        if not first.startswith(failing[0]):
+            first = f"{failing[0]}: {first}"
+        parts.append(f"{len(failing)} failing ({first})")
+    if waiting:
+        parts.append(f"{len(waiting)} not installed yet")
+    return f"{len(names)} certificate(s): {', '.join(parts)}; next check in {max(0.0, next_check_s):.0f} s"

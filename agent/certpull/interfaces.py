@@ -52,6 +52,10 @@ class Server(Protocol):
 
     def start(self) -> None: ...
 
+    def describe(self) -> str:
+        """Where the server's process is looked for, for messages."""
+        ...
+
 
 class StateStore(Protocol):
     """state.json and the lock that serialises passes."""
@@ -94,7 +98,11 @@ class Passes(Protocol):
         dry_run: bool = False,
         windows: Optional[InstallWindows] = None,
         retry_refused: bool = False,
+        deadline: Optional[float] = None,
+        start_httpd: Optional[Callable[[], bool]] = None,
     ) -> PassReport: ...
+
+    def not_installed(self) -> List[str]: ...
 
     def drifted(self, name: str) -> bool: ...
 

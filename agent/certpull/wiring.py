@@ -29,6 +29,7 @@ from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
 from certpull.fileops import FileOps, resolve_group, resolve_owner
 from certpull.httpd import Httpd
+from certpull.httpd_pid import locate
 from certpull.logs import setup_logging
 from certpull.notify import Notifier
 from certpull.proc import CommandRunner
@@ -52,12 +53,20 @@ def command_runner(agent: AgentConfig) -> CommandRunner:
 
 
 def httpd(agent: AgentConfig, runner: CommandRunner) -> Httpd:
+    """httpd's commands; its main process from httpd_pid_file, else learned (httpd_pid.locate)."""
     return Httpd(
         runner,
         configtest_argv=agent.configtest_command,
         reload_argv=agent.reload_command,
         pid_file=agent.httpd_pid_file,
         start_argv=agent.start_command,
+        pid_source=locate(
+            runner,
+            agent.httpd_pid_file,
+            agent.reload_command,
+            agent.start_command,
+            agent.configtest_command,
+        ),
     )
 
 
