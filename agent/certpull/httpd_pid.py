@@ -6,8 +6,8 @@ not running". So, with ``httpd_pid_file`` unset (the default), `locate` picks:
 
   1. ``reload_command`` or ``start_command`` is ``systemctl VERB UNIT``: systemd's MainPID of
      UNIT. A unit systemd does not know is an error naming it, never "stopped".
-  2. Otherwise the PidFile httpd reports itself (``<configtest program> -t -D DUMP_RUN_CFG``),
-     read like a configured pid file.
+  2. Otherwise the PidFile httpd reports itself (``configtest_command`` as ``-t -D
+     DUMP_RUN_CFG``: ``apachectl -t -D DUMP_RUN_CFG``), read like a configured pid file.
 
 Each source answers ``main_pid()``: the pid, None when httpd is not running, or raises
 `HttpdUnknown` when it cannot tell.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Protocol, Sequence
+from typing import List, Optional, Protocol, Sequence
 
 from certpull.errors import CommandError, ReloadError
 from certpull.proc import CommandRunner
@@ -94,19 +94,19 @@ class SystemdMainPid:
 class DumpedPidFile:
     """The PidFile httpd reports with ``-t -D DUMP_RUN_CFG`` (asked once), read as a pid file."""
 
-    def __init__(self, runner: CommandRunner, program: str) -> None:
+    def __init__(self, runner: CommandRunner, configtest_argv: Sequence[str]) -> None:
         self._runner = runner
-        self._program = program
+        self._argv = dump_argv(configtest_argv)
         self._file: Optional[PidFile] = None
 
     def describe(self) -> str:
         if self._file is not None:
             return self._file.describe()
-        return f"the PidFile `{self._program} -t -D DUMP_RUN_CFG` reports"
+        return f"the PidFile `{' '.join(self._argv)}` reports"
 
     def main_pid(self) -> Optional[int]:
         if self._file is None:
-            argv = [self._program, "-t", "-D", "DUMP_RUN_CFG"]
+            argv = self._argv
             try:
                 result = self._runner.run(argv, timeout_s=SHOW_TIMEOUT_S, check=False)
             except CommandError as exc:
@@ -141,7 +141,18 @@ def locate(
     unit = systemd_unit(reload_argv) or systemd_unit(start_argv or ())
     if unit is not None:  # (1)
         return SystemdMainPid(runner, unit)
-    return DumpedPidFile(runner, configtest_argv[0])  # (2)
+    return DumpedPidFile(runner, configtest_argv)  # (2)
+
+
+def dump_argv(configtest_argv: Sequence[str]) -> List[str]:
+    """The config test as a run-config dump: ``apachectl configtest`` -> ``apachectl -t -D
+    DUMP_RUN_CFG``; ``httpd -f CONF -t`` -> ``httpd -f CONF -t -D DUMP_RUN_CFG``."""
+    argv = list(configtest_argv)
+    if argv and argv[-1] == "configtest":
+        argv.pop()
+    if "-t" not in argv:
+        argv.append("-t")
+    return [*argv, "-D", "DUMP_RUN_CFG"]
 
 
 def alive(pid: int) -> bool:
