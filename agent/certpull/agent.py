@@ -202,6 +202,10 @@ class Agent:
                 names.append(cert.name)
         return names
 
+    def httpd_stopped(self) -> bool:
+        """httpd is observably not running (at boot: it starts after the agent is READY)."""
+        return self.installer.server.known_stopped()
+
     def drifted(self, name: str) -> bool:
         """Read-only: does an installed certificate's live dir differ from what was installed?"""
         live = self.live_dir_for(self.config.cert(name))

@@ -123,9 +123,10 @@ class AgentLoop:
         """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
         2. Record the daemon in state.json, start the event poller, drift watcher and liveness
            thread.
-        3. A fresh host (some certificate has no files yet): its first pass, over those, before
-           READY=1, which the liveness thread sends anyway after FIRST_INSTALL_BOUND_S. With
-           every certificate installed, READY=1 comes before any AWS call.
+        3. A fresh host (some certificate has no files yet, httpd not running): its first pass,
+           over those, before READY=1, which the liveness thread sends anyway after
+           FIRST_INSTALL_BOUND_S. With every certificate installed, or httpd running, READY=1
+           comes before any AWS call.
         4. READY=1. Until SIGTERM: apply requests, run a pass over what is due (bounded by
            PASS_DEADLINE_S), record the outcomes and STATUS=, then sleep until the next due time
            or a wake-up; each step renews the watchdog lease.
@@ -140,8 +141,10 @@ class AgentLoop:
         self._start_events()
         self.drift.start()
         self.liveness.start()
-        missing = self.agent.not_installed()  # (3)
-        if missing:
+        # (3) Only while httpd is down too: a reload or start of httpd before READY would wait
+        # for the agent's own start job (httpd is ordered after it), a deadlock until timeout.
+        missing = self.agent.not_installed()
+        if missing and self.agent.httpd_stopped():
             bound = now + FIRST_INSTALL_BOUND_S
             self.liveness.ready_by(bound, f"first install of {', '.join(missing)} is late")
             log.info(

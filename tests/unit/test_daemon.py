@@ -60,9 +60,13 @@ class FakeAgent:
         self.state = State()
         self.deadlines: List[Optional[float]] = []
         self.missing: List[str] = []
+        self.httpd_down = True
 
     def not_installed(self) -> List[str]:
         return list(self.missing)
+
+    def httpd_stopped(self) -> bool:
+        return self.httpd_down
 
     def recover(self) -> List[str]:
         self.log.append("recover")

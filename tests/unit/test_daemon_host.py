@@ -30,6 +30,16 @@ def test_with_every_certificate_installed_ready_comes_before_any_pass() -> None:
     assert world.log.index("READY") < world.log.index("sync a,b")
 
 
+def test_with_httpd_running_a_missing_certificate_does_not_hold_ready() -> None:
+    """A restart after the live dir was wiped: httpd runs, and reloading it before READY would
+    wait for the agent's own start job (httpd is ordered after it)."""
+    world = World(make_config(), max_waits=2)
+    world.agents[0].missing = ["b"]
+    world.agents[0].httpd_down = False
+    world.loop.run()
+    assert world.log.index("READY") < world.log.index("sync a,b")
+
+
 def test_a_first_install_slower_than_the_bound_gets_ready_from_the_liveness_thread() -> None:
     world = World(make_config(names=("www",)), max_waits=2)
     world.agents[0].missing = ["www"]
