@@ -55,6 +55,9 @@ PASS_DEADLINE_S = 60.0
 # A fresh host (a configured certificate with no files yet): READY=1 waits for the first install
 # at most this long, so that httpd, ordered after the agent, starts on the files.
 FIRST_INSTALL_BOUND_S = 60.0
+# After a first install before READY, the installed files are checked again this long after it
+# (httpd, ordered after the agent, has started on them by then), to prove them served.
+FIRST_PROOF_DELAY_S = 3.0
 # Lease slack for quick local work between waits (drift repair, a config reload's recovery).
 IDLE_SLACK_S = 10.0
 
@@ -153,6 +156,10 @@ class AgentLoop:
                 FIRST_INSTALL_BOUND_S,
             )
             self._pass(missing, deadline=bound)
+            # httpd starts on the files after READY: check them again shortly, so that a
+            # handshake proves them served (status) without waiting for the next poll.
+            for name in missing:
+                self.scheduler.trigger(name, self._monotonic() + FIRST_PROOF_DELAY_S, 0.0)
         if not self.liveness.ready(self._ready_text()):  # (4)
             log.info(
                 "READY=1 was sent at the %g s bound, before the first install",

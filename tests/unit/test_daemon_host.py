@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
-from certpull.daemon import FIRST_INSTALL_BOUND_S, PASS_DEADLINE_S
+import pytest
+
+from certpull.daemon import FIRST_INSTALL_BOUND_S, FIRST_PROOF_DELAY_S, PASS_DEADLINE_S
 from certpull.outcome import Outcome, PassReport, Status
 from certpull.windows import InstallWindows
 from tests.unit.test_daemon import World, make_config
@@ -22,6 +24,26 @@ def test_a_fresh_host_installs_before_ready_and_only_what_is_missing() -> None:
     assert ready == [
         "READY=1\nSTATUS=2 certificate(s): 1 OK, 1 not installed yet; next check in 0 s"
     ]
+
+
+def test_after_a_first_install_before_ready_the_files_are_checked_again_soon() -> None:
+    """httpd starts on them after READY: a second look (with its handshake) proves them served
+    within seconds, not at the next poll (status says "not proven served" until then)."""
+    world = World(make_config(names=("www",), poll_interval_s="300"), max_waits=3)
+    world.agents[0].missing = ["www"]
+    passes: List[float] = []
+    original = world.agents[0].sync
+
+    def timed(
+        names: Sequence[str], windows: Optional[InstallWindows] = None, **kw: object
+    ) -> PassReport:
+        passes.append(world.clock.mono)
+        return original(names, windows)
+
+    world.agents[0].sync = timed  # type: ignore[method-assign]
+    world.loop.run()
+    assert len(passes) >= 2
+    assert passes[1] - passes[0] == pytest.approx(FIRST_PROOF_DELAY_S, abs=0.1)
 
 
 def test_with_every_certificate_installed_ready_comes_before_any_pass() -> None:
