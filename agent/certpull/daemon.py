@@ -6,8 +6,8 @@ Triggers (the jittered schedule, SQS rotation events, signals, drift on disk) be
 Threads: the main thread owns the scheduler, the agent and every pass. The liveness thread
 (liveness.py) sends WATCHDOG=1 while the main loop's lease holds (a pass's lease is its deadline
 plus the longest step it may be inside), so one slow AWS call never gets a healthy agent killed.
-The SQS poller and the watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
-signal handlers do the same. So the scheduler and the agent need no locks, and a SIGTERM that
+The SQS poller and the drift watcher's observer only post requests into the `Mailbox` and wake
+the main thread through a pipe; signal handlers do the same. So the scheduler and the agent need no locks, and a SIGTERM that
 arrives during an install lets the install finish before the loop stops.
 """
 
