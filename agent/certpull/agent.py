@@ -74,6 +74,7 @@ class Agent:
         compat_for: CompatFactory,
         served_check: ServedCheck = wait_until_served,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         log_outcomes: bool = True,
     ) -> None:
         self.config = config
@@ -83,6 +84,7 @@ class Agent:
         self.live_dir_for = live_dir_for
         self.compat_for = compat_for
         self.clock = clock
+        self.monotonic = monotonic
         self.installer = Installer(httpd, served_check, config.agent.verify_timeout_s)
         self.healer = Healer(state_file, self.installer, clock)
 
@@ -95,6 +97,8 @@ class Agent:
         windows: Optional[InstallWindows] = None,
         retry_refused: bool = False,
         defer: Optional[Defer] = None,
+        deadline: Optional[float] = None,
+        start_httpd: Optional[Callable[[], bool]] = None,
     ) -> PassReport:
         """One pass: check, fetch, validate, install, reload, verify; roll back what fails.
 
@@ -126,6 +130,11 @@ class Agent:
         8. Verify: fresh handshakes must serve each new leaf; roll back those that do not and
            reload once more.
         9. Save state.
+
+        ``deadline`` (monotonic; the daemon's): a certificate not begun by then is DEFERRED
+        (nothing recorded; the daemon checks it next), so a stalled AWS endpoint cannot make a
+        pass outlast its bound and the failures seen so far reach state.json. ``start_httpd``:
+        asked after a first install finds httpd stopped; True starts it (install.py).
         """
         certs = self._select(names)
         with self.state_file.lock():
@@ -136,6 +145,9 @@ class Agent:
                 for cert in certs:
                     state.cert(cert.name).rejected = None
             for cert in certs:
+                if deadline is not None and self.monotonic() >= deadline:
+                    report.outcomes.append(_deferred(cert.name))
+                    continue
                 prepared = self._prepare(cert, state, dry_run, windows, defer)  # (1)-(4)
                 if isinstance(prepared, Candidate):
                     candidates.append(prepared)
@@ -150,7 +162,7 @@ class Agent:
                         record_failure(cand.cert, state.cert(cand.cert.name), now, message, True)
                     )
             elif candidates:
-                self.installer.apply(candidates)  # (5)-(8)
+                self.installer.apply(candidates, start_httpd)  # (5)-(8)
                 report.outcomes.extend(record_installs(candidates, state, self.clock()))
             if not dry_run and unwritable is None:
                 self.state_file.save(state)  # (9)
@@ -190,6 +202,22 @@ class Agent:
             except ReloadError as exc:
                 problems.append(f"compat links of {', '.join(relinked)} made, but {exc}")
         return problems
+
+    def not_installed(self) -> List[str]:
+        """Certificates with no active version in their live directory (a fresh host's)."""
+        names = []
+        for cert in self.config.certs:
+            try:
+                active = self.live_dir_for(cert).current()
+            except StoreError:
+                active = None
+            if active is None:
+                names.append(cert.name)
+        return names
+
+    def httpd_stopped(self) -> bool:
+        """httpd is observably not running (at boot: it starts after the agent is READY)."""
+        return self.installer.server.known_stopped()
 
     def drifted(self, name: str) -> bool:
         """Read-only: does an installed certificate's live dir differ from what was installed?"""
@@ -547,3 +575,12 @@ class Agent:
             level = logging.DEBUG
         extra = cert_fields(outcome.name, secret_arn, outcome.version_id)
         log.log(level, "%s", outcome.message, extra=extra)
+
+
+def _deferred(name: str) -> Outcome:
+    return Outcome(
+        name,
+        Status.DEFERRED,
+        f"{name}: not checked in this pass: it reached its deadline (AWS answering slowly?); "
+        "checked in the next one",
+    )

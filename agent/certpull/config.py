@@ -110,9 +110,7 @@ class AgentConfig:
     start_command: Tuple[str, ...] = field(
         default=("systemctl", "start", "httpd"), metadata=key(v.command)
     )
-    httpd_pid_file: Optional[str] = field(
-        default="/run/httpd/httpd.pid", metadata=key(v.absolute_path)
-    )
+    httpd_pid_file: Optional[str] = field(default=None, metadata=key(v.absolute_path))
     command_timeout_s: float = field(default=60.0, metadata=key(v.number(1, 3600)))
     live_dir: str = field(default="/etc/pki/certpull", metadata=key(v.absolute_path))
     state_dir: str = field(default="/var/lib/certpull", metadata=key(v.absolute_path))

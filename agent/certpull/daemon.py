@@ -5,9 +5,12 @@ drift on disk) become passes of `Agent.sync`; outcomes feed the schedule's backo
 systemd's notify socket, the waiting `check-now` callers and the fleet view (``fleet_loop.py``
 decides the adaptive poll's waits).
 
-Threads: the main thread owns the scheduler, the agent and every pass. The SQS poller, the control
-socket's request threads and the watchdog observer only post requests into the `Mailbox` and wake the main thread through a pipe;
-signal handlers do the same. So the scheduler and the agent need no locks, and a SIGTERM that
+Threads: the main thread owns the scheduler, the agent and every pass. The liveness thread
+(liveness.py) sends WATCHDOG=1 while the main loop's lease holds (a pass's lease is its deadline
+plus the longest step it may be inside), so one slow AWS call never gets a healthy agent killed.
+The SQS poller, the control socket's request threads and the drift watcher's observer only post
+requests into the `Mailbox` and wake the main thread through a pipe; signal handlers do the same.
+So the scheduler and the agent need no locks, and a SIGTERM that
 arrives during an install lets the install finish before the loop stops.
 """
 
@@ -32,9 +35,10 @@ from certpull.errors import CertpullError, ConfigError
 from certpull.event_queue import EventQueue
 from certpull.fleet_loop import FleetPlan, Publisher, check_results, regular_interval_s
 from certpull.interfaces import Controller, DriftWatch, Passes
+from certpull.liveness import Liveness
 from certpull.logs import cert_fields, setup_logging
 from certpull.notify import Notifier
-from certpull.outcome import Outcome, PassReport, Status
+from certpull.outcome import PassReport, Status
 from certpull.procinfo import boot_id, start_ticks
 from certpull.schedule import Scheduler
 from certpull.state import State
@@ -51,6 +55,17 @@ MAX_SLEEP_S = 60.0
 # (0.5 s by default), so a change made then would wait for the next regular check: verify the
 # files once more, locally, this long after each successful pass.
 DRIFT_RECHECK_S = 1.0
+# A pass begins no certificate after this (the rest are deferred to the next pass), so a stalled
+# AWS endpoint cannot stretch a pass without bound and the failures seen reach state.json.
+PASS_DEADLINE_S = 60.0
+# A fresh host (a configured certificate with no files yet): READY=1 waits for the first install
+# at most this long, so that httpd, ordered after the agent, starts on the files.
+FIRST_INSTALL_BOUND_S = 60.0
+# After a first install before READY, the installed files are checked again this long after it
+# (httpd, ordered after the agent, has started on them by then), to prove them served.
+FIRST_PROOF_DELAY_S = 3.0
+# Lease slack for quick local work between waits (drift repair, a config reload's recovery).
+IDLE_SLACK_S = 10.0
 
 
 ControlFactory = Callable[
@@ -83,6 +98,7 @@ class AgentLoop:
         make_event_queue: Callable[[Config], EventQueue],
         make_drift_watcher: Callable[[Config, Callable[[str], None]], DriftWatch],
         mailbox: Optional[Mailbox] = None,
+        liveness: Optional[Liveness] = None,
         rng: Optional[random.Random] = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -127,6 +143,7 @@ class AgentLoop:
         self.versions: Dict[str, str] = {}  # name -> version id the last pass found in place
         self.summary = "starting"
         self._last_heartbeat = float("-inf")
+        self.liveness = liveness or Liveness(notifier, monotonic)
 
     @property
     def windows(self) -> Optional[InstallWindows]:
@@ -138,12 +155,16 @@ class AgentLoop:
         """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
         2. Schedule each first check (with the doorbell on: ``restart_splay_s`` for a healthy
            certificate), record the daemon in state.json, start the event poller, the drift
-           watcher and the control socket (`check-now`); READY=1.
-        3. Until SIGTERM: apply requests, run a pass over what is due (results for `check-now`
-           around it), record the outcomes, schedule each next check (the adaptive poll),
-           publish the fleet view, STATUS= and WATCHDOG=1, then sleep until the next due time
-           or a wake-up.
-        4. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
+           watcher, the liveness thread and the control socket (`check-now`).
+        3. A fresh host (some certificate has no files yet, httpd not running): its first pass,
+           over those, before READY=1, which the liveness thread sends anyway after
+           FIRST_INSTALL_BOUND_S. With every certificate installed, or httpd running, READY=1
+           comes before any AWS call.
+        4. READY=1. Until SIGTERM: apply requests, run a pass over what is due (bounded by
+           PASS_DEADLINE_S; results for `check-now` around it), record the outcomes, schedule
+           each next check (the adaptive poll), publish the fleet view and STATUS=, then sleep
+           until the next due time or a wake-up; each step renews the watchdog lease.
+        5. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
         """
         for problem in self.agent.recover():  # (1)
             log.warning("%s", problem)
@@ -154,10 +175,32 @@ class AgentLoop:
         self._start_events()
         self.drift.start()
         self._start_control()
-        self.notifier.ready(self._describe_mode())
+        self.liveness.start()
+        # (3) Only while httpd is down too: a reload or start of httpd before READY would wait
+        # for the agent's own start job (httpd is ordered after it), a deadlock until timeout.
+        missing = self.agent.not_installed()
+        if missing and self.agent.httpd_stopped():
+            bound = now + FIRST_INSTALL_BOUND_S
+            self.liveness.ready_by(bound, f"first install of {', '.join(missing)} is late")
+            log.info(
+                "first install of %s before READY (at most %g s)",
+                ", ".join(missing),
+                FIRST_INSTALL_BOUND_S,
+            )
+            self._pass(missing, deadline=bound)
+            # httpd starts on the files after READY: check them again shortly, so that a
+            # handshake proves them served (status) without waiting for the next poll.
+            for name in missing:
+                self.scheduler.trigger(name, self._monotonic() + FIRST_PROOF_DELAY_S, 0.0)
+        if not self.liveness.ready(self._ready_text()):  # (4)
+            log.info(
+                "READY=1 was sent at the %g s bound, before the first install",
+                FIRST_INSTALL_BOUND_S,
+            )
         log.info("certpull run: %s", self._describe_mode())
         try:
-            while True:  # (3)
+            while True:
+                self.liveness.beat(self._step_bound_s())
                 requests = self.mailbox.take()
                 if requests.stop:
                     break
@@ -168,11 +211,13 @@ class AgentLoop:
                 if due:
                     self._pass(due, polled=[name for name in due if name not in asked])
                 self._heartbeat()
-                self.notifier.watchdog()
-                self.mailbox.wait(self._sleep_s())
+                sleep = self._sleep_s()
+                self.liveness.beat(sleep + IDLE_SLACK_S)
+                self.mailbox.wait(sleep)
         finally:
-            self.notifier.stopping()  # (4)
+            self.notifier.stopping()  # (5)
             self._stop_control()
+            self.liveness.stop()
             if self.events:
                 self.events.stop()
             self.drift.stop()
@@ -220,8 +265,14 @@ class AgentLoop:
                 self.scheduler.trigger(name, now, 0.0)
             self.pending.clear()
 
-    def _pass(self, names: Sequence[str], polled: Sequence[str] = ()) -> None:
-        """One pass over ``names``; ``polled`` of them are due by the regular poll (not asked for)."""
+    def _pass(
+        self, names: Sequence[str], polled: Sequence[str] = (), deadline: Optional[float] = None
+    ) -> None:
+        """One pass over ``names``; ``polled`` of them are due by the regular poll (not asked for).
+        A certificate not begun by ``deadline`` (default: PASS_DEADLINE_S from now) is deferred."""
+        started = self._monotonic()
+        deadline = started + PASS_DEADLINE_S if deadline is None else deadline
+        self.liveness.beat(deadline - started + self._overrun_bound_s())
         self.fleet.forget([name for name in names if name not in polled])
         defer = self.fleet.defer_for(set(polled), self._wall())
         # check-now waits for the result of a pass that starts after it asked
@@ -230,10 +281,13 @@ class AgentLoop:
             with contextlib.ExitStack() as quiet:
                 for name in names:
                     quiet.enter_context(self.drift.suppress(name))
-                if defer is None:
-                    report = self.agent.sync(names, windows=self.windows)
-                else:
-                    report = self.agent.sync(names, windows=self.windows, defer=defer)
+                report = self.agent.sync(
+                    names,
+                    windows=self.windows,
+                    defer=defer,
+                    deadline=deadline,
+                    start_httpd=lambda: self.liveness.ready_sent,
+                )
         except CertpullError as exc:
             log.error("pass over %s failed: %s", ", ".join(names), exc)  # noqa: TRY400 - one line
             report = PassReport()
@@ -244,6 +298,10 @@ class AgentLoop:
         outcomes = {outcome.name: outcome for outcome in report.outcomes}
         for name in names:
             outcome = outcomes.get(name)
+            if outcome is not None and outcome.status is Status.DEFERRED:
+                log.warning("%s", outcome.message, extra=cert_fields(name))
+                self.scheduler.record_deferred(name, now)
+                continue
             if outcome is None or outcome.status is Status.FAILED:
                 self.scheduler.record_failure(name, now)
             else:
@@ -263,9 +321,8 @@ class AgentLoop:
         self._reschedule([name for name in names if name in outcomes and outcomes[name].ok], now)
         if any(o.status is Status.INSTALLED for o in report.outcomes):
             self.drift.update()  # first installs create directories worth watching
-        self.summary = _summarise(self.config.names, outcomes, self.scheduler, now)
-        self.notifier.status(self.summary)
         self._save_schedule()
+        self.notifier.status(self.summary)
         # last: a check-now that has its answer finds state.json and the fleet view up to date
         self.results.finished(pass_id, check_results(names, outcomes))
 
@@ -338,7 +395,7 @@ class AgentLoop:
         setup_logging(new.agent.log_level.upper())
         self._update_state(lambda state: setattr(state.daemon, "config_error", None))
         log.info("config reloaded: %s", self._describe_mode())
-        self.notifier.ready(self._describe_mode())
+        self.notifier.ready(self._ready_text())
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -417,6 +474,27 @@ class AgentLoop:
             mode += f" (SQS events from {agent.events_queue_url})" if agent.events_queue_url else ""
         return f"{len(self.config.certs)} certificate(s), {mode}"
 
+    def _ready_text(self) -> str:
+        """READY's STATUS=: the summary from state once a pass ran, else the mode."""
+        return self.summary if self.summary != "starting" else self._describe_mode()
+
+    def _call_bound_s(self) -> float:
+        """The longest one AWS call may take: every attempt's timeouts plus the retry backoff
+        (botocore's standard mode waits at most 2**attempt s, capped at 20 s, between them)."""
+        agent = self.config.agent
+        backoff = sum(min(20.0, 2.0**i) for i in range(1, agent.max_attempts))
+        return agent.max_attempts * (agent.connect_timeout_s + agent.read_timeout_s) + backoff
+
+    def _step_bound_s(self) -> float:
+        """The longest local step: config test, reload, start and a second reload, two verifies."""
+        agent = self.config.agent
+        return 4 * agent.command_timeout_s + 2 * agent.verify_timeout_s + IDLE_SLACK_S
+
+    def _overrun_bound_s(self) -> float:
+        """How far a pass may run past its deadline: the certificate it is inside (AssumeRole,
+        DescribeSecret, GetSecretValue) and the install step after it."""
+        return 3 * self._call_bound_s() + self._step_bound_s()
+
     def _sleep_s(self) -> float:
         now = self._monotonic()
         sleep = min(self.scheduler.next_wakeup(now) - now, MAX_SLEEP_S, HEARTBEAT_S)
@@ -462,11 +540,16 @@ class AgentLoop:
         self._last_heartbeat = self._monotonic()
 
     def _save_schedule(self) -> None:
+        """The schedule into state.json; the summary (STATUS=) from every certificate's record."""
         wall = self._wall()
         saved: List[State] = []
+        now = self._monotonic()
 
         def change(state: State) -> None:
             saved.append(state)
+            self.summary = summarise(
+                self.config.names, state, self.scheduler.next_wakeup(now) - now
+            )
             for name in self.config.names:
                 snapshot = self.scheduler.snapshot(name)
                 if snapshot is None:
@@ -488,12 +571,24 @@ class AgentLoop:
             log.error("cannot update state: %s", exc)  # noqa: TRY400 - one line
 
 
-def _summarise(
-    names: Sequence[str], outcomes: Mapping[str, Outcome], scheduler: Scheduler, now: float
-) -> str:
-    failed = [name for name in names if name in outcomes and outcomes[name].status is Status.FAILED]
-    wake = scheduler.next_wakeup(now) - now
-    if failed:
-        first = outcomes[failed[0]].message
-        return f"{len(failed)} of {len(names)} failing ({first}); next check in {wake:.0f} s"
-    return f"{len(names)} certificate(s) OK; next check in {wake:.0f} s"
+def summarise(names: Sequence[str], state: State, next_check_s: float) -> str:
+    """systemd's STATUS= line over every certificate, from state.json (not only the last pass):
+    ``2 certificate(s): 1 OK, 1 failing (www: ...); next check in 5 s``."""
+    failing = [n for n in names if n in state.certs and state.certs[n].last_error]
+    waiting = [
+        n
+        for n in names
+        if n not in failing and (n not in state.certs or not state.certs[n].installed)
+    ]
+    ok = len(names) - len(failing) - len(waiting)
+    parts = [f"{ok} OK"]
+    if failing:
+        first = " ".join(str(state.certs[failing[0]].last_error).split())
+        if len(first) > 160:
+            first = first[:157] + "..."
+        if not first.startswith(failing[0]):
+            first = f"{failing[0]}: {first}"
+        parts.append(f"{len(failing)} failing ({first})")
+    if waiting:
+        parts.append(f"{len(waiting)} not installed yet")
+    return f"{len(names)} certificate(s): {', '.join(parts)}; next check in {max(0.0, next_check_s):.0f} s"

@@ -185,7 +185,9 @@ class HostChecks:
         pid_file = self.config.agent.httpd_pid_file
         pid = self.httpd.main_pid()
         if pid is not None:
-            return passed("httpd.running", "httpd running", f"main process {pid} ({pid_file})")
+            return passed(
+                "httpd.running", "httpd running", f"main process {pid} ({self.httpd.describe()})"
+            )
         unit = self._unit_of_reload()
         shown = self.systemctl_show(unit, ("MainPID", "ActiveState")) if self.systemd() else {}
         active = shown.get("ActiveState") == "active" and shown.get("MainPID", "0") != "0"
@@ -207,7 +209,7 @@ class HostChecks:
             return passed(
                 "httpd.running", "httpd running", f"{unit} is active (MainPID {shown['MainPID']})"
             )
-        where = f"no live process in {pid_file}" if pid_file else "no httpd_pid_file set"
+        where = f"no live process in {self.httpd.describe()}"
         return failed(
             "httpd.running",
             "httpd running",

@@ -21,7 +21,6 @@ Nothing here reads the certificate files: the caller passes the DER it expects t
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import ssl
 import time
@@ -32,6 +31,7 @@ from cryptography import x509
 
 from certpull.config_values import is_dns_name
 from certpull.errors import CommandError, ReloadError
+from certpull.httpd_pid import HttpdUnknown, PidFile, PidSource
 from certpull.proc import CommandRunner
 
 # How long graceful_reload watches the main process. Measured on Apache 2.4.71 (Debian, event MPM,
@@ -65,7 +65,8 @@ class ConfigTestError(CommandError):
 
 
 class Httpd:
-    """One httpd, driven through configured commands and watched through its pid file."""
+    """One httpd, driven through configured commands; its main process found by ``pid_source``
+    (default: ``pid_file``, when given)."""
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class Httpd:
         *,
         alive_grace_s: float = DEFAULT_ALIVE_GRACE_S,
         start_argv: Optional[Sequence[str]] = None,
+        pid_source: Optional[PidSource] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -87,6 +89,9 @@ class Httpd:
         self.configtest_argv = tuple(configtest_argv)
         self.reload_argv = tuple(reload_argv)
         self.pid_file = pid_file
+        self._pid_source: Optional[PidSource] = (
+            pid_source if pid_source is not None else PidFile(pid_file) if pid_file else None
+        )
         self.alive_grace_s = alive_grace_s
         self.start_argv = tuple(start_argv) if start_argv else None
         self._clock = clock
@@ -99,40 +104,33 @@ class Httpd:
         )
 
     def main_pid(self) -> Optional[int]:
-        """The main httpd process id from the pid file; None when the file is absent or stale.
-
-        Stale means the process is gone, or is a zombie nobody reaped yet (a daemonized httpd is
-        re-parented to PID 1, which in a container may never reap it, and signal 0 still reaches a
-        zombie).
-        """
-        if self.pid_file is None:
+        """The main httpd process id; None when it is not running or cannot be told (see
+        httpd_pid.py: a pid file, systemd's MainPID of its unit, or httpd's own PidFile)."""
+        if self._pid_source is None:
             return None
         try:
-            with open(self.pid_file, encoding="ascii", errors="replace") as f:
-                text = f.read().strip()
-        except OSError:
+            return self._pid_source.main_pid()
+        except HttpdUnknown:
             return None
-        if not text.isdigit() or int(text) <= 0:
-            return None
-        pid = int(text)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # exists, owned by someone else
-        if _is_dead_on_linux(pid):
-            return None
-        return pid
 
     def is_running(self) -> bool:
-        """Whether the main httpd process is alive (False when there is no pid file to ask)."""
+        """Whether the main httpd process is alive (False when there is nothing to ask)."""
         return self.main_pid() is not None
 
     def known_stopped(self) -> bool:
-        """True only when httpd is observably not running: a pid file is configured and names
-        no live process. Without a pid file nothing can be observed, so this is False."""
-        return self.pid_file is not None and not self.is_running()
+        """True only when httpd is observably not running. Without a pid source, or when the
+        source cannot tell (an unknown unit), nothing is observed, so this is False: the reload
+        then runs and fails with its own message rather than being skipped quietly."""
+        if self._pid_source is None:
+            return False
+        try:
+            return self._pid_source.main_pid() is None
+        except HttpdUnknown:
+            return False
+
+    def describe(self) -> str:
+        """Where the main process is looked for, for messages."""
+        return self._pid_source.describe() if self._pid_source else "no httpd_pid_file set"
 
     def config_test(self) -> None:
         """Run the config test; raise ReloadError (a CommandError) carrying httpd's own message.
@@ -155,7 +153,7 @@ class Httpd:
 
         Steps:
           1. Run the reload command; a non-zero exit raises CommandError (a ReloadError).
-          2. Without a pid file, stop here: liveness cannot be observed.
+          2. Without a pid source, stop here: liveness cannot be observed.
           3. Poll the main process for ``alive_grace_s``. Once it has been seen alive (before or
              after the command) and then disappears, raise at once. httpd that was not running may
              be started by the graceful (apache2 -k graceful does that) and writes its pid file a
@@ -165,7 +163,7 @@ class Httpd:
         # (1)
         self._runner.run(self.reload_argv)
         # (2)
-        if self.pid_file is None:
+        if self._pid_source is None:
             return
         # (3)
         started = self._clock()
@@ -183,7 +181,7 @@ class Httpd:
             self._sleep(_POLL_INTERVAL_S)
         if not seen_alive:
             raise ReloadError(
-                f"httpd is not running after the graceful reload (no live process in {self.pid_file})"
+                f"httpd is not running after the graceful reload (no live process in {self.describe()})"
             )
 
     def start(self) -> None:
@@ -196,12 +194,12 @@ class Httpd:
         if self.start_argv is None:
             raise ReloadError("httpd is down and no start_command is configured")
         self._runner.run(self.start_argv)
-        if self.pid_file is None:
+        if self._pid_source is None:
             return
         started = self._clock()
         while not self.is_running():
             if self._clock() - started >= self.alive_grace_s:
-                raise ReloadError(f"httpd did not start (no live process in {self.pid_file})")
+                raise ReloadError(f"httpd did not start (no live process in {self.describe()})")
             self._sleep(_POLL_INTERVAL_S)
 
 
@@ -320,16 +318,3 @@ def _located_error(output: str) -> Optional[str]:
         if where.endswith(":"):
             return f"{where.rstrip(':')}: {why}"[:500]
     return None
-
-
-def _is_dead_on_linux(pid: int) -> bool:
-    """A zombie (Z) or dead (X) process still answers signal 0; /proc tells the truth."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return os.path.isdir("/proc/self")  # /proc is there but the process is not: it just went
-    except OSError:
-        return False  # no usable /proc (not Linux): trust signal 0
-    state = stat.rpartition(")")[2].split()
-    return bool(state) and state[0] in ("Z", "X")

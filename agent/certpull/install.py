@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from certpull.bundle import CertBundle
 from certpull.compat import CompatLinks
@@ -21,6 +21,9 @@ from certpull.pem import first_cert_der
 from certpull.store import LiveDir
 
 log = logging.getLogger("certpull")
+# How long to look at a verify target when httpd looks stopped: a refused connection returns at
+# once; a live server answers a handshake in milliseconds.
+STOPPED_PROBE_S = 0.5
 
 
 @dataclass
@@ -58,8 +61,14 @@ class Installer:
         self.served_check = served_check
         self.verify_timeout_s = verify_timeout_s
 
-    def apply(self, candidates: List[Candidate]) -> None:
+    def apply(
+        self, candidates: List[Candidate], start_httpd: Optional[Callable[[], bool]] = None
+    ) -> None:
         """Steps 5-8 for every candidate: activate, then one config test and one reload.
+
+        httpd stopped: a first install starts it when ``start_httpd()`` says so (the daemon's
+        answer: once it is READY, never before, since httpd's start waits for that at boot);
+        otherwise the files load when it starts.
 
         Step 5 also makes the certificate's compat links (an unmodified ssl.conf's paths) point
         into the live directory, before httpd is reloaded; if that fails, the new version is rolled
@@ -85,7 +94,7 @@ class Installer:
                 continue
             active.append(cand)
         if active:
-            self._reload_and_verify(active)  # (6)-(8)
+            self._reload_and_verify(active, start_httpd)  # (6)-(8)
 
     def reload_checked(self) -> bool:
         """Config test and graceful reload, unless httpd is known to be stopped (then False)."""
@@ -107,9 +116,16 @@ class Installer:
         timeout = self.verify_timeout_s if timeout_s is None else timeout_s
         return self.served_check(target, der, timeout)
 
-    def _reload_and_verify(self, active: List[Candidate]) -> None:
+    def _reload_and_verify(
+        self, active: List[Candidate], start_httpd: Optional[Callable[[], bool]] = None
+    ) -> None:
         """Steps 6-8: config test, reload, verify; failures roll back and mark `problem`."""
         if self.server.known_stopped():
+            first = [cand for cand in active if cand.previous is None]
+            if first and start_httpd is not None and start_httpd():
+                self._start_for_first_install(active)
+                return
+            self._check_really_stopped(active)
             log.info("httpd is not running: new files are in place and load when it starts")
             return
         try:
@@ -147,6 +163,54 @@ class Installer:
         if failed:
             self._roll_back(failed, None)
             self._restore_httpd()
+
+    def _start_for_first_install(self, active: List[Candidate]) -> None:
+        """httpd is down and a certificate arrived for the first time (a fresh host whose httpd
+        failed to start without files): start it through its start command, then verify."""
+        log.info("httpd is not running; starting it on the first installed certificate")
+        try:
+            self.server.start()
+        except ReloadError as exc:
+            for cand in active:
+                cand.problem = f"installed, but httpd did not start: {exc}" + self._undo(cand)
+            return
+        for cand in active:
+            if cand.cert.verify is None:
+                continue
+            try:
+                self.verify(cand.cert, cand.bundle.cert_pem)
+            except TargetUnreachable as exc:
+                cand.note = f"httpd started, but the verify target does not answer ({exc})"
+            except ReloadError as exc:
+                cand.verified = False
+                cand.problem = f"httpd started, but {exc}" + self._undo(cand)
+            else:
+                cand.verified = True
+
+    def _check_really_stopped(self, active: List[Candidate]) -> None:
+        """httpd looks stopped: a verify target that answers TLS means the agent watches the
+        wrong httpd (a wrong httpd_pid_file or unit) and would never reload the live one; those
+        candidates fail with that, and are rolled back."""
+        wrong = []
+        for cand in active:
+            if cand.cert.verify is None:
+                continue
+            try:
+                self.verify(cand.cert, cand.bundle.cert_pem, timeout_s=STOPPED_PROBE_S)
+            except TargetUnreachable:
+                continue
+            except ReloadError:
+                wrong.append(cand)
+            else:
+                continue  # the new leaf is served already: loaded by whoever runs there
+        if wrong:
+            host, port = wrong[0].cert.verify or ("", 0)
+            self._roll_back(
+                wrong,
+                f"httpd looks stopped to certpull ({self.server.describe()}), but "
+                f"{host}:{port} answers TLS: certpull watches the wrong httpd and cannot reload "
+                "it; fix httpd_pid_file or the unit in reload_command",
+            )
 
     def _config_test_failed(self, active: List[Candidate], exc: ReloadError) -> None:
         """Step (6) failed: roll back, then test once more with the previous files, to say

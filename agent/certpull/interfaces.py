@@ -53,6 +53,10 @@ class Server(Protocol):
 
     def start(self) -> None: ...
 
+    def describe(self) -> str:
+        """Where the server's process is looked for, for messages."""
+        ...
+
 
 class StateStore(Protocol):
     """state.json and the lock that serialises passes."""
@@ -104,7 +108,13 @@ class Passes(Protocol):
         windows: Optional[InstallWindows] = None,
         retry_refused: bool = False,
         defer: Optional[Defer] = None,
+        deadline: Optional[float] = None,
+        start_httpd: Optional[Callable[[], bool]] = None,
     ) -> PassReport: ...
+
+    def not_installed(self) -> List[str]: ...
+
+    def httpd_stopped(self) -> bool: ...
 
     def drifted(self, name: str) -> bool: ...
 

@@ -18,6 +18,7 @@ class Status(str, enum.Enum):
     HELD = "held"  # the operator rolled this version back; waiting for a new one
     PENDING = "pending"  # validated, waiting for the install window
     FAILED = "failed"  # nothing changed on disk (or it was rolled back); see message
+    DEFERRED = "deferred"  # not checked: the pass reached its deadline first (the daemon's)
 
     def __str__(self) -> str:
         return self.value

@@ -225,6 +225,14 @@ class Scheduler:
         cert.next_regular = now + delay
         return delay
 
+    def record_deferred(self, name: str, now: float) -> None:
+        """The pass reached its deadline before this check: due again at once, no backoff."""
+        cert = self._certs.get(name)
+        if cert is None:
+            return
+        cert.running = False
+        cert.next_triggered = now
+
     # -- triggers ----------------------------------------------------------------------------
 
     def trigger(self, name: str, now: float, splay_s: float) -> Optional[float]:

@@ -34,6 +34,7 @@ from certpull.fileops import FileOps, resolve_group, resolve_owner
 from certpull.fleet_files import SSM_DATA_DIR, FleetFiles, inventory_dir
 from certpull.fleet_loop import RotationBook
 from certpull.httpd import Httpd
+from certpull.httpd_pid import locate
 from certpull.instance_id import default_readers, first_of
 from certpull.logs import setup_logging
 from certpull.notify import Notifier
@@ -59,12 +60,20 @@ def command_runner(agent: AgentConfig) -> CommandRunner:
 
 
 def httpd(agent: AgentConfig, runner: CommandRunner) -> Httpd:
+    """httpd's commands; its main process from httpd_pid_file, else learned (httpd_pid.locate)."""
     return Httpd(
         runner,
         configtest_argv=agent.configtest_command,
         reload_argv=agent.reload_command,
         pid_file=agent.httpd_pid_file,
         start_argv=agent.start_command,
+        pid_source=locate(
+            runner,
+            agent.httpd_pid_file,
+            agent.reload_command,
+            agent.start_command,
+            agent.configtest_command,
+        ),
     )
 
 

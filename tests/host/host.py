@@ -49,12 +49,12 @@ AWS_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 CREDENTIALS_DROPIN = "/etc/systemd/system/certpull.service.d/10-host-tier-credentials.conf"
-# Debian's names for what Amazon Linux 2023 calls httpd.service, /run/httpd/httpd.pid.
+# Debian's name for what Amazon Linux 2023 calls httpd.service. No httpd_pid_file: as with the
+# shipped defaults, the agent asks systemd for the unit's MainPID.
 # (`apachectl configtest`, the shipped configtest_command, works on both: Debian links apachectl.)
 DEBIAN_HTTPD = {
     "reload_command": "systemctl reload apache2",
     "start_command": "systemctl start apache2",
-    "httpd_pid_file": "/run/apache2/apache2.pid",
 }
 
 

@@ -146,7 +146,8 @@ def test_compat_links_on_an_unmodified_ssl_conf_serve_the_secret(
             }
         )
         host.boot()  # certpull and apache2 are enabled in the image
-        assert host.serves("www", stock)
+        # A fresh host: the agent's first install (links made) comes before READY, so apache2
+        # starts on the secret's certificate, never on the stock one.
         wait_for(
             "the secret's leaf served through the compat links",
             host.serves,
@@ -155,8 +156,10 @@ def test_compat_links_on_an_unmodified_ssl_conf_serve_the_secret(
         )
         link = host.root / "etc/pki/tls/certs/localhost.crt"
         assert link.is_symlink() and Path(os.readlink(link)) == Path(f"{LIVE}/www/cert.pem")
-        code, status = host.status_json()
-        assert code == 0, status
+        # installed before apache2 started: proven served by the agent's second look, seconds later
+        wait_for(
+            "certpull status OK", lambda: host.status_json()[0] == 0, 30, context=host.describe
+        )
 
 
 @pytest.mark.releases("bookworm")
@@ -184,36 +187,59 @@ def test_a_compat_link_the_sandbox_forbids_shows_in_status(
 
 @pytest.mark.releases("bookworm")
 @pytest.mark.timeout(180, func_only=True)
-def test_shipped_httpd_defaults_on_debian_serve_a_rotation_or_fail_loudly(
+def test_shipped_httpd_defaults_on_debian_fail_loudly_naming_the_unit(
     image: Image, local_aws: LocalAws, pki: Pki
 ) -> None:
-    """The shipped [agent] defaults name AL2023's httpd (httpd.service, /run/httpd/httpd.pid). On
-    Debian (apache2.service, /run/apache2/apache2.pid) a rotation must either be served (the agent
-    found httpd itself) or fail visibly; today the missing pid file makes every reload a silent
-    "httpd is not running" while httpd serves the old certificate on the verify target."""
+    """The shipped [agent] defaults name AL2023's httpd.service. On Debian (apache2.service) the
+    agent must not take httpd for stopped and install without reloading (what a guessed pid file
+    did): `certpull sync` fails, naming the unit, and status says so."""
     with Host(image, local_aws, pki, "defaults") as host:
         host.add_site("www")
         host.write_config({"startup_splay_s": "0"}, debian_names=False)
         host.write_apache()
         host.boot()
-        host.provision()
-        old_served = host.served_der()
+        host.sh("systemctl", "stop", "certpull.service")
+        host.sh("systemctl", "restart", "apache2.service")  # on the files of the first boot
         new = host.rotate("www")
-        version = host.current_version()
+        result = host.certpull("sync")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "httpd.service" in result.stdout + result.stderr
+        assert "not running" not in result.stdout + result.stderr
+        code, status = host.status_json()
+        assert code != 0 and "httpd.service" in status["certs"]["www"]["last_error"], status
+        assert not host.serves("www", new)
+
+
+@pytest.mark.releases("bookworm")
+@pytest.mark.timeout(180, func_only=True)
+def test_shipped_httpd_defaults_resolve_httpd_service_as_on_al2023(
+    image: Image, local_aws: LocalAws, pki: Pki
+) -> None:
+    """What the AL2023 defaults resolve to, unchanged: a unit named httpd.service (here Debian's
+    apache2.service under that name, an alias), its MainPID from systemd, no pid file path. A
+    rotation is reloaded into it and served."""
+    with Host(image, local_aws, pki, "al2023names") as host:
+        alias = host.root / "etc/systemd/system/httpd.service"
+        alias.symlink_to("/lib/systemd/system/apache2.service")
+        host.add_site("www")
+        host.write_config({"startup_splay_s": "0"}, debian_names=False)
+        host.write_apache()
+        host.boot()
+        wait_for("the first certificate served", host.serves, 60, context=host.describe)
+        first_boot = len(host.messages())  # its install ran before apache2 started: "not running"
+        new = host.rotate("www")
         check_now(host)
         wait_for(
-            "the agent handled the new version",
-            lambda: (
-                (host.state()["certs"]["www"].get("seen_version_id") == version)
-                or bool(host.state()["certs"]["www"].get("last_error"))
-            ),
-            60,
-            context=host.describe,
+            "the rotated leaf served", lambda: host.serves("www", new), 60, context=host.describe
         )
-        if host.serves("www", new):
-            return
+        messages = host.messages()[first_boot:]
+        assert not [m for m in messages if "not running" in m], messages
+        assert "Reloaded apache2.service - The Apache HTTP Server." in host.messages(
+            "apache2.service"
+        )
+        wait_for(
+            "certpull status OK", lambda: host.status_json()[0] == 0, 30, context=host.describe
+        )
         code, status = host.status_json()
-        assert code != 0 and status["certs"]["www"]["last_error"], (
-            f"httpd still serves {'the old' if host.served_der() == old_served else 'another'} "
-            f"certificate, and certpull status says {status['status']}: {host.describe(('certpull.service',))}"
-        )
+        assert code == 0, status
+        assert status["certs"]["www"]["last_verify_ok"] is True

@@ -15,7 +15,7 @@ import pytest
 from certpull.agent import Agent
 from certpull.config import Config, parse_config
 from certpull.errors import ReloadError, SourceError
-from certpull.httpd import VerifyTarget
+from certpull.httpd import TargetUnreachable, VerifyTarget
 from certpull.outcome import Status
 from certpull.pem import first_cert_der
 from certpull.source import SecretValue
@@ -69,6 +69,9 @@ class FakeHttpd:
     def known_stopped(self) -> bool:
         return not self.running
 
+    def describe(self) -> str:
+        return "pid file /run/fake.pid"
+
     def config_test(self) -> None:
         self.calls.append("configtest")
         if self.fail_config_test and self.config_test_failures != 0:
@@ -104,6 +107,8 @@ class FakeServed:
 
     def __call__(self, target: VerifyTarget, expected_der: bytes, timeout_s: float) -> float:
         self.calls.append(target.port)
+        if not self.httpd.running and target.port not in self.broken_ports:
+            raise TargetUnreachable(f"cannot connect to {target}: Connection refused")
         served = self.httpd.loaded.get(self.ports[target.port])
         if target.port in self.broken_ports or served != expected_der:
             raise ReloadError(f"{target} does not serve the new certificate after {timeout_s:g} s")
@@ -245,7 +250,8 @@ def test_httpd_not_running_installs_without_config_test_or_reload(world) -> None
     httpd.running = False
     put(source, "a", "a1", PKI.leaf(slot=10))
     assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
-    assert httpd.calls == [] and served.calls == []
+    assert httpd.calls == []
+    assert len(served.calls) == 1  # one look: nothing answers, so httpd really is stopped
 
 
 @pytest.mark.parametrize("transient", [True, False])
@@ -342,3 +348,79 @@ def test_a_dry_run_is_never_deferred(world) -> None:  # type: ignore[no-untyped-
     put(source, "a", "a2", PKI.leaf(slot=12))
     report = agent.sync(["a"], dry_run=True, defer=lambda *args: 1_900_000_000.0)
     assert statuses(report) == {"a": Status.WOULD_INSTALL}
+
+
+# --- issue 10: the pass deadline, httpd started on a first install, the wrong httpd ----------
+
+
+def test_certificates_not_begun_by_the_deadline_are_deferred_and_not_recorded(
+    tmp_path: Path,
+) -> None:  # type: ignore[no-untyped-def]
+    ticks = iter([0.0, 61.0, 62.0])  # the second certificate begins after the deadline
+    text = f"[agent]\nlive_dir = {tmp_path / 'live'}\nstate_dir = {tmp_path / 'state'}\n" + "".join(
+        f"[cert:{n}]\nsecret_arn = {arn(n)}\n" for n in ("a", "b")
+    )
+    config = parse_config(text, str(tmp_path / "c.conf"))
+    source, httpd = FakeSource(), FakeHttpd(tmp_path / "live", ["a", "b"])
+    agent = Agent(
+        config,
+        source=source,
+        httpd=httpd,
+        state_file=StateFile(str(tmp_path / "state")),
+        live_dir_for=live_dir_factory(config, None),
+        compat_for=compat_factory(config),
+        monotonic=lambda: next(ticks),
+    )
+    source.errors[arn("a")] = SourceError("DescribeSecret: Read timeout", True, "ReadTimeout")
+    put(source, "b", "b1", PKI.leaf(slot=11))
+    report = agent.sync(deadline=60.0)
+    assert statuses(report) == {"a": Status.FAILED, "b": Status.DEFERRED}
+    assert "deadline" in report.outcomes[1].message
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert "Read timeout" in state["certs"]["a"]["last_error"]  # saved although the pass ran late
+    assert not (state["certs"].get("b") or {}).get("last_error")
+    assert source.calls == ["DescribeSecret"]  # b was never asked for
+
+
+def test_a_first_install_starts_a_stopped_httpd_when_the_daemon_says_so(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _served, _ = world
+    httpd.running = False
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    report = agent.sync(["a"], start_httpd=lambda: True)
+    assert statuses(report) == {"a": Status.INSTALLED}
+    assert httpd.calls == ["start"] and httpd.running
+    state = json.loads((_ / "state" / "state.json").read_text())
+    assert state["certs"]["a"]["last_verify_ok"] is True  # served, proven by a handshake
+
+
+def test_a_first_install_before_ready_leaves_httpd_to_its_own_start(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _served, _ = world
+    httpd.running = False
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    assert statuses(agent.sync(["a"], start_httpd=lambda: False)) == {"a": Status.INSTALLED}
+    assert httpd.calls == [] and not httpd.running
+
+
+def test_a_rotation_never_starts_a_stopped_httpd(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _served, _ = world
+    install_both(agent, source, httpd)
+    httpd.running = False
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    assert statuses(agent.sync(["a"], start_httpd=lambda: True)) == {"a": Status.INSTALLED}
+    assert httpd.calls == []  # the operator stopped it: files load when it starts
+
+
+def test_httpd_looking_stopped_while_the_verify_target_answers_is_a_misconfiguration(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, served, tmp = world
+    install_both(agent, source, httpd)
+    before = live_cert(tmp, "a")
+    httpd.running = False  # what a wrong httpd_pid_file makes of a running httpd
+    served.broken_ports.add(1001)  # ... which still answers, with the old certificate
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    report = agent.sync(["a"])
+    assert statuses(report) == {"a": Status.FAILED}
+    message = report.outcomes[0].message
+    assert "httpd looks stopped to certpull (pid file /run/fake.pid)" in message
+    assert "127.0.0.1:1001 answers TLS: certpull watches the wrong httpd" in message
+    assert "\n" not in message
+    assert live_cert(tmp, "a") == before  # rolled back: disk keeps matching what is served

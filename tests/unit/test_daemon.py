@@ -16,9 +16,11 @@ import pytest
 from certpull.config import Config, parse_config
 from certpull.daemon import DRIFT_RECHECK_S, HEARTBEAT_S, MAX_SLEEP_S, AgentLoop, drift_paths
 from certpull.errors import ConfigError, StoreError
+from certpull.interfaces import Defer
+from certpull.liveness import Liveness
 from certpull.notify import Notifier
 from certpull.outcome import Outcome, PassReport, Status
-from certpull.state import State
+from certpull.state import Installed, State
 from certpull.triggers import Mailbox
 from certpull.windows import InstallWindows
 
@@ -57,13 +59,30 @@ class FakeAgent:
         self.drifted_names: Dict[str, bool] = {}
         self.repair_result = True
         self.state = State()
+        self.deadlines: List[Optional[float]] = []
+        self.missing: List[str] = []
+        self.httpd_down = True
+
+    def not_installed(self) -> List[str]:
+        return list(self.missing)
+
+    def httpd_stopped(self) -> bool:
+        return self.httpd_down
 
     def recover(self) -> List[str]:
         self.log.append("recover")
         return ["a: cannot recover /x: disk on fire"] if self.config.names == ("broken",) else []
 
-    def sync(self, names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+    def sync(
+        self,
+        names: Sequence[str],
+        windows: Optional[InstallWindows] = None,
+        defer: Optional[Defer] = None,
+        deadline: Optional[float] = None,
+        start_httpd: Optional[Callable[[], bool]] = None,
+    ) -> PassReport:
         self.log.append(f"sync {','.join(names)}")
+        self.deadlines.append(deadline)
         self.passes.append(list(names))
         self.windows_seen.append(windows)
         outcomes = []
@@ -73,6 +92,12 @@ class FakeAgent:
             if isinstance(answer, Exception):
                 raise answer
             outcomes.append(Outcome(name, answer, f"{name}: {answer}"))
+            cstate = self.state.cert(name)  # what the real pass records
+            if answer is Status.FAILED:
+                cstate.last_error = f"{name}: {answer}"
+            elif answer is not Status.DEFERRED:
+                cstate.last_error = None
+                cstate.installed = Installed(f"{name}-v1", f"{name}-v1", "01", "ab", f"CN={name}")
         return PassReport(outcomes)
 
     def drifted(self, name: str) -> bool:
@@ -107,6 +132,13 @@ class FakeDrift:
         yield
 
 
+class ManualLiveness(Liveness):
+    """The liveness thread, ticked by hand (at each wait of the stepping mailbox)."""
+
+    def start(self) -> None:
+        pass
+
+
 class SteppingMailbox(Mailbox):
     """wait() does not sleep: it advances the clock and runs the next scripted action, if any.
     After the script (or ``max_waits``) it posts stop."""
@@ -117,10 +149,12 @@ class SteppingMailbox(Mailbox):
         self.waits: List[float] = []
         self.actions: Dict[int, Callable[[], None]] = {}
         self.max_waits = max_waits
+        self.on_wait: Callable[[], None] = lambda: None
 
     def wait(self, timeout_s: float) -> None:
         self.waits.append(timeout_s)
         self.clock.advance(timeout_s)
+        self.on_wait()
         action = self.actions.get(len(self.waits))
         if action is not None:
             action()
@@ -163,11 +197,15 @@ class World:
         def no_queue(cfg: Config) -> None:
             raise AssertionError("no events configured in these tests")
 
+        notifier = Notifier(backend=send, environ=env)
+        self.liveness = ManualLiveness(notifier, lambda: self.clock.mono)
+        self.mailbox.on_wait = self.liveness.tick
         self.loop = AgentLoop(
             config,
             make_agent=make_agent,
             load=load,
-            notifier=Notifier(backend=send, environ=env),
+            notifier=notifier,
+            liveness=self.liveness,
             make_event_queue=no_queue,
             make_drift_watcher=lambda cfg, on_change: self.drift,
             mailbox=self.mailbox,
@@ -222,7 +260,9 @@ def test_a_failed_check_backs_off_and_the_summary_names_it() -> None:
     assert snapshot is not None and snapshot.consecutive_failures == 1
     # the first pass ran at monotonic 1000 (no startup splay); equal jitter from a 30 s base
     assert snapshot.backoff_until is not None and 15 <= snapshot.backoff_until - 1000.0 <= 30
-    assert world.statuses()[0].startswith(f"1 of {len(config.names)} failing (a: failed)")
+    assert world.statuses()[0].startswith(
+        f"{len(config.names)} certificate(s): {len(config.names) - 1} OK, 1 failing (a: failed)"
+    )
 
 
 def test_an_exception_in_a_pass_counts_as_a_failure_and_the_loop_goes_on() -> None:
@@ -242,7 +282,9 @@ def test_a_pending_version_is_installed_when_the_window_opens() -> None:
     pass_times: List[float] = []
     original = world.agent.sync
 
-    def timed_sync(names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+    def timed_sync(
+        names: Sequence[str], windows: Optional[InstallWindows] = None, **_: object
+    ) -> PassReport:
         pass_times.append(world.clock.wall)
         return original(names, windows)
 

@@ -43,6 +43,8 @@ class FleetAgent(FakeAgent):
         names: Sequence[str],
         windows: Optional[InstallWindows] = None,
         defer: Optional[Defer] = None,
+        deadline: Optional[float] = None,
+        start_httpd: Optional[Callable[[], bool]] = None,
     ) -> PassReport:
         self.log.append(f"sync {','.join(names)}")
         self.passes.append(list(names))

@@ -15,7 +15,9 @@ def test_a_version_pending_until_its_not_before_is_checked_again_then() -> None:
     pass_times: List[float] = []
     valid_from = world.clock.wall + 90
 
-    def sync(names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+    def sync(
+        names: Sequence[str], windows: Optional[InstallWindows] = None, **_: object
+    ) -> PassReport:
         pass_times.append(world.clock.wall)
         if len(pass_times) == 1:
             return PassReport([Outcome("a", Status.PENDING, "a: pending", "v2", due_at=valid_from)])
