@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, AbstractSet, Callable, List, Optional, Sequence, Union
 
 from certpull.bundle import (
     CERT_FILE,
@@ -170,11 +170,16 @@ class Agent:
             self._log_outcome(outcome)
         return report
 
-    def recover(self, certs: Optional[Sequence[CertConfig]] = None) -> List[str]:
+    def recover(
+        self, certs: Optional[Sequence[CertConfig]] = None, reload: bool = True
+    ) -> List[str]:
         """At start: clean half-staged versions, restore links, make compat links. No AWS call.
 
         Compat links made here (a host configured before its first start, or links someone
         removed) only reach httpd through a reload: one config test and reload for all of them.
+        Not with ``reload=False`` (the daemon before READY=1: httpd's unit is ordered after
+        certpull's, so a reload job for it would wait for certpull's own start job): then each
+        is recorded as reload pending, and the daemon's first pass over it reloads.
         """
         problems = []
         relinked = []
@@ -195,7 +200,10 @@ class Agent:
                 problems.append(
                     f"{cert.name}: cannot recover {self.config.live_path(cert.name)}: {exc}"
                 )
-        if relinked:
+        if relinked and not reload:
+            names = set(relinked)
+            self.update_state(lambda state: _mark_reload_pending(state, names))
+        elif relinked:
             try:
                 self.installer.reload_checked()
                 log.info("compat links of %s made; httpd reloaded", ", ".join(relinked))
@@ -584,3 +592,10 @@ def _deferred(name: str) -> Outcome:
         f"{name}: not checked in this pass: it reached its deadline (AWS answering slowly?); "
         "checked in the next one",
     )
+
+
+def _mark_reload_pending(state: State, names: AbstractSet[str]) -> None:
+    for name in names:
+        cstate = state.certs.get(name)
+        if cstate is not None and cstate.installed is not None:
+            cstate.reload_pending = True

@@ -152,7 +152,8 @@ class AgentLoop:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
+        """1. Recover local state (half-staged dirs, links, compat links): no AWS call, and no
+           reload before READY=1 (the first pass reloads for compat links made here).
         2. Schedule each first check (with the doorbell on: ``restart_splay_s`` for a healthy
            certificate), record the daemon in state.json, start the event poller, the drift
            watcher, the liveness thread and the control socket (`check-now`).
@@ -166,7 +167,7 @@ class AgentLoop:
            until the next due time or a wake-up; each step renews the watchdog lease.
         5. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
         """
-        for problem in self.agent.recover():  # (1)
+        for problem in self.agent.recover(reload=False):  # (1) no reload before READY
             log.warning("%s", problem)
         now, state = self._monotonic(), self._state()  # (2)
         for name in self.config.names:
@@ -197,6 +198,9 @@ class AgentLoop:
                 "READY=1 was sent at the %g s bound, before the first install",
                 FIRST_INSTALL_BOUND_S,
             )
+        for name, cstate in state.certs.items():  # compat links (1) made: their reload, now
+            if cstate.reload_pending and name in self.config.names:
+                self.scheduler.trigger(name, self._monotonic(), 0.0)
         log.info("certpull run: %s", self._describe_mode())
         try:
             while True:

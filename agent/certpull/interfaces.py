@@ -21,6 +21,7 @@ from typing import (
 )
 
 if TYPE_CHECKING:
+    from certpull.config import CertConfig
     from certpull.httpd import VerifyTarget
     from certpull.outcome import PassReport
     from certpull.source import SecretValue
@@ -99,7 +100,9 @@ class Controller(Protocol):
 class Passes(Protocol):
     """What the daemon asks of the pass (agent.Agent)."""
 
-    def recover(self) -> List[str]: ...
+    def recover(
+        self, certs: Optional[Sequence[CertConfig]] = None, reload: bool = True
+    ) -> List[str]: ...
 
     def sync(
         self,

@@ -108,3 +108,26 @@ def test_drift_of_a_compat_link_alone_is_repaired_and_counted(world: World) -> N
     assert os.readlink(crt) == str(tmp / "live" / "a" / "cert.pem")
     state = StateFile(str(tmp / "state")).load()
     assert state.certs["a"].drift_count == 1
+
+
+def test_recovery_before_ready_makes_the_links_and_leaves_the_reload_to_the_first_pass(
+    world: World,
+) -> None:
+    """Before READY=1 a reload of httpd would wait for certpull's own start job (httpd's unit is
+    ordered after it): the daemon's recovery makes the links, records a reload pending, and its
+    first pass reloads once (no AWS fetch: the version is current)."""
+    agent, source, httpd, tmp = world
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    agent.sync()
+    crt = crt_path(tmp)
+    crt.unlink()
+    crt.write_bytes(b"put back by a package update\n")
+    httpd.calls.clear()
+    assert agent.recover(reload=False) == []
+    assert os.readlink(crt) == str(tmp / "live" / "a" / "cert.pem")
+    assert httpd.calls == []
+    assert StateFile(str(tmp / "state")).load().certs["a"].reload_pending is True
+    report = agent.sync(["a"])
+    assert [o.status for o in report.outcomes] == [Status.INSTALLED]
+    assert httpd.calls == ["configtest", "graceful"]
+    assert StateFile(str(tmp / "state")).load().certs["a"].reload_pending is False

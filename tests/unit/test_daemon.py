@@ -69,8 +69,8 @@ class FakeAgent:
     def httpd_stopped(self) -> bool:
         return self.httpd_down
 
-    def recover(self) -> List[str]:
-        self.log.append("recover")
+    def recover(self, certs: object = None, reload: bool = True) -> List[str]:
+        self.log.append("recover" if reload else "recover (no reload)")
         return ["a: cannot recover /x: disk on fire"] if self.config.names == ("broken",) else []
 
     def sync(
@@ -208,6 +208,7 @@ class World:
             liveness=self.liveness,
             make_event_queue=no_queue,
             make_drift_watcher=lambda cfg, on_change: self.drift,
+            read_state=lambda cfg: self.agent.state,
             mailbox=self.mailbox,
             rng=random.Random(7),
             monotonic=lambda: self.clock.mono,
@@ -227,7 +228,8 @@ def test_recovers_then_reports_ready_then_passes_and_stops_cleanly() -> None:
     world = World(make_config(), max_waits=3)
     assert world.loop.run() == 0
     first_sync = world.log.index("sync a,b")
-    assert world.log.index("recover") < world.log.index("READY") < first_sync
+    # no reload before READY: httpd's unit is ordered after certpull's start job
+    assert world.log.index("recover (no reload)") < world.log.index("READY") < first_sync
     assert world.log[-1] == "STOPPING"
     assert world.drift.started and world.drift.stopped
     assert world.agent.state.daemon.stopped_at == world.clock.wall
@@ -366,3 +368,11 @@ def test_recovery_problems_do_not_stop_the_start() -> None:
     world = World(make_config(names=("broken",)), max_waits=2)
     assert world.loop.run() == 0
     assert "READY" in world.log
+
+
+def test_compat_links_made_at_start_are_reloaded_right_after_ready_not_after_the_splay() -> None:
+    world = World(make_config(startup_splay_s="600"), max_waits=1)
+    world.agent.state.cert("a").reload_pending = True  # recover() made compat links for a
+    world.loop.run()
+    assert world.log.index("READY") < world.log.index("sync a")
+    assert "sync b" not in world.log  # b waits for its splayed first check

@@ -18,7 +18,7 @@ def test_a_fresh_host_installs_before_ready_and_only_what_is_missing() -> None:
     world = World(make_config(), max_waits=2)
     world.agents[0].missing = ["b"]
     world.loop.run()
-    assert world.log[:4] == ["recover", "sync b", "STATUS", "READY"]
+    assert world.log[:4] == ["recover (no reload)", "sync b", "STATUS", "READY"]
     assert world.agent.deadlines[0] == 1000.0 + FIRST_INSTALL_BOUND_S
     ready = [m for m in world.sent if m.startswith("READY=1")]
     assert ready == [
