@@ -35,13 +35,14 @@ from certpull.errors import CertpullError, ConfigError
 from certpull.event_queue import EventQueue
 from certpull.fleet_loop import FleetPlan, Publisher, check_results, regular_interval_s
 from certpull.interfaces import Controller, DriftWatch, Passes
-from certpull.liveness import Liveness
+from certpull.liveness import IDLE_SLACK_S, Liveness, overrun_bound_s, step_bound_s
 from certpull.logs import cert_fields, setup_logging
 from certpull.notify import Notifier
 from certpull.outcome import PassReport, Status
 from certpull.procinfo import boot_id, start_ticks
 from certpull.schedule import Scheduler
 from certpull.state import State
+from certpull.status import status_line
 from certpull.triggers import EventPoller, Mailbox, Requests
 from certpull.windows import InstallWindows
 
@@ -64,8 +65,6 @@ FIRST_INSTALL_BOUND_S = 60.0
 # After a first install before READY, the installed files are checked again this long after it
 # (httpd, ordered after the agent, has started on them by then), to prove them served.
 FIRST_PROOF_DELAY_S = 3.0
-# Lease slack for quick local work between waits (drift repair, a config reload's recovery).
-IDLE_SLACK_S = 10.0
 
 
 ControlFactory = Callable[
@@ -204,7 +203,7 @@ class AgentLoop:
         log.info("certpull run: %s", self._describe_mode())
         try:
             while True:
-                self.liveness.beat(self._step_bound_s())
+                self.liveness.beat(step_bound_s(self.config.agent))
                 requests = self.mailbox.take()
                 if requests.stop:
                     break
@@ -276,7 +275,7 @@ class AgentLoop:
         A certificate not begun by ``deadline`` (default: PASS_DEADLINE_S from now) is deferred."""
         started = self._monotonic()
         deadline = started + PASS_DEADLINE_S if deadline is None else deadline
-        self.liveness.beat(deadline - started + self._overrun_bound_s())
+        self.liveness.beat(deadline - started + overrun_bound_s(self.config.agent))
         self.fleet.forget([name for name in names if name not in polled])
         defer = self.fleet.defer_for(set(polled), self._wall())
         # check-now waits for the result of a pass that starts after it asked
@@ -482,23 +481,6 @@ class AgentLoop:
         """READY's STATUS=: the summary from state once a pass ran, else the mode."""
         return self.summary if self.summary != "starting" else self._describe_mode()
 
-    def _call_bound_s(self) -> float:
-        """The longest one AWS call may take: every attempt's timeouts plus the retry backoff
-        (botocore's standard mode waits at most 2**attempt s, capped at 20 s, between them)."""
-        agent = self.config.agent
-        backoff = sum(min(20.0, 2.0**i) for i in range(1, agent.max_attempts))
-        return agent.max_attempts * (agent.connect_timeout_s + agent.read_timeout_s) + backoff
-
-    def _step_bound_s(self) -> float:
-        """The longest local step: config test, reload, start and a second reload, two verifies."""
-        agent = self.config.agent
-        return 4 * agent.command_timeout_s + 2 * agent.verify_timeout_s + IDLE_SLACK_S
-
-    def _overrun_bound_s(self) -> float:
-        """How far a pass may run past its deadline: the certificate it is inside (AssumeRole,
-        DescribeSecret, GetSecretValue) and the install step after it."""
-        return 3 * self._call_bound_s() + self._step_bound_s()
-
     def _sleep_s(self) -> float:
         now = self._monotonic()
         sleep = min(self.scheduler.next_wakeup(now) - now, MAX_SLEEP_S, HEARTBEAT_S)
@@ -551,7 +533,7 @@ class AgentLoop:
 
         def change(state: State) -> None:
             saved.append(state)
-            self.summary = summarise(
+            self.summary = status_line(
                 self.config.names, state, self.scheduler.next_wakeup(now) - now
             )
             for name in self.config.names:
@@ -573,26 +555,3 @@ class AgentLoop:
             self.agent.update_state(change)
         except CertpullError as exc:
             log.error("cannot update state: %s", exc)  # noqa: TRY400 - one line
-
-
-def summarise(names: Sequence[str], state: State, next_check_s: float) -> str:
-    """systemd's STATUS= line over every certificate, from state.json (not only the last pass):
-    ``2 certificate(s): 1 OK, 1 failing (www: ...); next check in 5 s``."""
-    failing = [n for n in names if n in state.certs and state.certs[n].last_error]
-    waiting = [
-        n
-        for n in names
-        if n not in failing and (n not in state.certs or not state.certs[n].installed)
-    ]
-    ok = len(names) - len(failing) - len(waiting)
-    parts = [f"{ok} OK"]
-    if failing:
-        first = " ".join(str(state.certs[failing[0]].last_error).split())
-        if len(first) > 160:
-            first = first[:157] + "..."
-        if not first.startswith(failing[0]):
-            first = f"{failing[0]}: {first}"
-        parts.append(f"{len(failing)} failing ({first})")
-    if waiting:
-        parts.append(f"{len(waiting)} not installed yet")
-    return f"{len(names)} certificate(s): {', '.join(parts)}; next check in {max(0.0, next_check_s):.0f} s"

@@ -18,11 +18,16 @@ import threading
 import time
 from typing import Callable, Optional
 
+from certpull.config import AgentConfig
 from certpull.notify import Notifier
 
 log = logging.getLogger(__name__)
 
 IDLE_TICK_S = 1.0  # how often the thread looks when only a deferred READY is waiting
+
+
+# Lease slack for quick local work between waits (drift repair, a config reload's recovery).
+IDLE_SLACK_S = 10.0
 
 
 class Liveness:
@@ -116,3 +121,21 @@ class Liveness:
             except Exception:  # never let the thread die quietly: the watchdog would fire
                 log.exception("liveness thread")
                 wait = IDLE_TICK_S
+
+
+def call_bound_s(agent: AgentConfig) -> float:
+    """The longest one AWS call may take: every attempt's timeouts plus the retry backoff
+    (botocore's standard mode waits at most 2**attempt s, capped at 20 s, between them)."""
+    backoff = sum(min(20.0, 2.0**i) for i in range(1, agent.max_attempts))
+    return agent.max_attempts * (agent.connect_timeout_s + agent.read_timeout_s) + backoff
+
+
+def step_bound_s(agent: AgentConfig) -> float:
+    """The longest local step: config test, reload, start and a second reload, two verifies."""
+    return 4 * agent.command_timeout_s + 2 * agent.verify_timeout_s + IDLE_SLACK_S
+
+
+def overrun_bound_s(agent: AgentConfig) -> float:
+    """How far a pass may run past its deadline: the certificate it is inside (AssumeRole,
+    DescribeSecret, GetSecretValue) and the install step after it."""
+    return 3 * call_bound_s(agent) + step_bound_s(agent)

@@ -426,3 +426,26 @@ def _ago(when: Optional[float], now: float) -> str:
     else:
         age = f"{delta / 3600:.1f} h ago"
     return f"{stamp} ({age})"
+
+
+def status_line(names: Sequence[str], state: State, next_check_s: float) -> str:
+    """systemd's STATUS= line over every certificate, from state.json (not only the last pass):
+    ``2 certificate(s): 1 OK, 1 failing (www: ...); next check in 5 s``."""
+    failing = [n for n in names if n in state.certs and state.certs[n].last_error]
+    waiting = [
+        n
+        for n in names
+        if n not in failing and (n not in state.certs or not state.certs[n].installed)
+    ]
+    ok = len(names) - len(failing) - len(waiting)
+    parts = [f"{ok} OK"]
+    if failing:
+        first = " ".join(str(state.certs[failing[0]].last_error).split())
+        if len(first) > 160:
+            first = first[:157] + "..."
+        if not first.startswith(failing[0]):
+            first = f"{failing[0]}: {first}"
+        parts.append(f"{len(failing)} failing ({first})")
+    if waiting:
+        parts.append(f"{len(waiting)} not installed yet")
+    return f"{len(names)} certificate(s): {', '.join(parts)}; next check in {max(0.0, next_check_s):.0f} s"
