@@ -3,7 +3,7 @@
 stages     a child interpreter walks through what `certpull run` does, in order, and reports VmRSS
            (RssAnon, RssFile) after each stage:
              python      the bare interpreter
-             imports     certpull.loop imported (boto3, botocore, cryptography, watchdog come with it)
+             imports     certpull.wiring imported (boto3, botocore, cryptography, watchdog come with it)
              agent       build_agent(config) (clients are created at their first call)
              first pass  one pass over --certs certificates, all current (a DescribeSecret each)
              rotation    a pass that installs a new version of one (GetSecretValue, validate, publish)
@@ -125,7 +125,7 @@ elif "slim-parent" in variants:
     stage("rotation")
     queue = certpull.event_queue.EventQueue(AwsClients(endpoint_url=config.agent.endpoint_url).sqs("us-east-1"), queue_url, wait_s=0)
 else:
-    import certpull.loop
+    import certpull.wiring
     from certpull.config import load_config
     from certpull.daemon import build_agent
     stage("imports")
@@ -197,7 +197,7 @@ IMPORT_GROUPS = [
     ("watchdog.observers", "import watchdog.observers"),
     ("urllib3", "import urllib3"),
     ("ssl", "import ssl"),
-    ("certpull.loop (everything `run` imports)", "import certpull.loop"),
+    ("certpull.wiring (everything `run` imports)", "import certpull.wiring"),
 ]
 
 
@@ -366,7 +366,7 @@ IMPORT_SEQUENCE = [
         "from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa",
     ),
     ("watchdog.observers", "import watchdog.observers"),
-    ("the rest of certpull.loop", "import certpull.loop"),
+    ("the rest of certpull.wiring", "import certpull.wiring"),
 ]
 
 
@@ -398,10 +398,10 @@ def import_sequence(runtime: Runtime) -> List[Dict[str, Any]]:
 
 
 def import_times(runtime: Runtime, runs: int = 5) -> List[Dict[str, Any]]:
-    """python -X importtime of `import certpull.loop`: self time summed by top-level package (ms)."""
+    """python -X importtime of `import certpull.wiring`: self time summed by top-level package (ms)."""
     per_run: List[Dict[str, float]] = []
     for _ in range(runs):
-        argv = runtime.argv("import certpull.loop")
+        argv = runtime.argv("import certpull.wiring")
         done = subprocess.run(
             [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, check=False
         )
@@ -474,7 +474,7 @@ def main() -> None:
             for row in report["import_sequence"]:
                 print(f"  {row['group']:<52} {row['delta_mib']:+6.1f} MiB")
             report["import_times"] = import_times(runtime)
-            print("python -X importtime, import certpull.loop: self time by package (median of 5):")
+            print("python -X importtime, import certpull.wiring: self time by package (median of 5):")
             for row in report["import_times"][:10]:
                 print(f"  {row['package']:<30} {row['ms']:7.1f} ms")
             if not args.no_tracemalloc:

@@ -29,7 +29,7 @@ from certpull.compat import CompatLinks
 from certpull.config import CertConfig, Config
 from certpull.errors import BundleError, ReloadError, SourceError, StoreError
 from certpull.httpd import wait_until_served
-from certpull.install import Candidate, Installer
+from certpull.install import LATE_DEATH, Candidate, Installer
 from certpull.interfaces import ServedCheck, Server, Source, StateStore
 from certpull.layout import sanitize_label, version_label
 from certpull.logs import cert_fields
@@ -67,7 +67,10 @@ class Agent:
         served_check: ServedCheck = wait_until_served,
         clock: Callable[[], float] = time.time,
         log_outcomes: bool = True,
+        defer_grace: bool = False,
     ) -> None:
+        """``defer_grace``: end a reload's liveness grace once its new leaves are served and
+        leave the rest to ``watch_reload`` (the daemon calls it between passes)."""
         self.config = config
         self.log_outcomes = log_outcomes  # the CLI prints outcomes itself; the daemon logs them
         self.source = source
@@ -75,7 +78,9 @@ class Agent:
         self.live_dir_for = live_dir_for
         self.compat_for = compat_for
         self.clock = clock
-        self.installer = Installer(httpd, served_check, config.agent.verify_timeout_s)
+        self.installer = Installer(
+            httpd, served_check, config.agent.verify_timeout_s, defer_grace=defer_grace
+        )
 
     # --- public passes -----------------------------------------------------------------------
 
@@ -117,6 +122,8 @@ class Agent:
         certs = self._select(names)
         with self.state_file.lock():
             state = self._load_state()
+            if not dry_run and self.installer.watch_died():
+                self._died_late(state)  # (0) the previous reload killed httpd after all
             report = PassReport()
             candidates: List[Candidate] = []
             if retry_refused and not dry_run:
@@ -144,6 +151,21 @@ class Agent:
         for outcome in report.outcomes:
             self._log_outcome(outcome)
         return report
+
+    def watching_s(self) -> Optional[float]:
+        """Seconds until ``watch_reload`` should look again; None: no liveness grace runs on."""
+        return self.installer.watching_s()
+
+    def watch_reload(self) -> List[str]:
+        """Between passes: the rest of the last reload's liveness grace. If httpd died in it,
+        its certificates are rolled back, httpd started and the refusal recorded; their names."""
+        if not self.installer.watch_died():
+            return []
+        with self.state_file.lock():
+            state = self._load_state()
+            names = self._died_late(state)
+            self.state_file.save(state)
+        return names
 
     def recover(self, certs: Optional[Sequence[CertConfig]] = None) -> List[str]:
         """At start: clean half-staged versions, restore links, make compat links. No AWS call.
@@ -826,6 +848,31 @@ class Agent:
                 )
             )
         return outcomes
+
+    def _died_late(self, state: State) -> List[str]:
+        """httpd died in the rest of a grace that ended early: undo that install as step 7
+        would have (roll back, start httpd, refuse the bundle) and record it; the names."""
+        now = self.clock()
+        names = []
+        for cand in self.installer.fail_watched():
+            name = cand.cert.name
+            cstate = state.cert(name)
+            previous = cstate.previous
+            with contextlib.suppress(StoreError):
+                if previous is not None and cand.live.current() == previous.store_version:
+                    cstate.installed, cstate.previous = previous, None
+            cstate.last_verify_ok, cstate.verified_fingerprint = None, None
+            if not cand.reload_only:
+                cstate.rejected = Rejected(
+                    version_id=cand.version_id,
+                    fingerprint=bundle_id(cand.bundle),
+                    reason=_short(cand.problem or LATE_DEATH),
+                    at=now,
+                )
+            outcome = self._failure(cand.cert, cstate, now, f"{name}: {cand.problem}", False)
+            self._log_outcome(outcome)
+            names.append(name)
+        return names
 
     def _record_verified(
         self,

@@ -129,6 +129,7 @@ class AgentLoop:
                 if requests.stop:
                     break
                 self._apply(requests)
+                self._watch_reload()
                 self._recheck_drift(self._monotonic())
                 due = self.scheduler.due(self._monotonic())
                 if due:
@@ -217,6 +218,14 @@ class AgentLoop:
         self.summary = _summarise(self.config.names, outcomes, self.scheduler, now)
         self.notifier.status(self.summary)
         self._save_schedule()
+
+    def _watch_reload(self) -> None:
+        """The rest of the last reload's liveness grace (install.py ends it early once the new
+        leaves are served): a certificate whose reload killed httpd after all was rolled back
+        and refused; its pass now records that (FAILED, backoff, STATUS)."""
+        for name in self.agent.watch_reload():
+            if name in self.config.names:
+                self.scheduler.trigger(name, self._monotonic(), 0.0)
 
     def _recheck_drift(self, now: float) -> None:
         """The watcher's blind spot after a pass: repair what changed meanwhile (no AWS call)."""
@@ -319,6 +328,9 @@ class AgentLoop:
             sleep = min(sleep, watchdog)
         if self.rechecks:
             sleep = min(sleep, min(self.rechecks.values()) - now)
+        watching = self.agent.watching_s()
+        if watching is not None:
+            sleep = min(sleep, watching)
         if self.pending and self.windows is not None:
             utc = self._utc_now()
             sleep = min(sleep, (self.windows.next_open(utc) - utc).total_seconds() + 0.5)

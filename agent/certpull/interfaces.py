@@ -20,7 +20,7 @@ from typing import (
 )
 
 if TYPE_CHECKING:
-    from certpull.httpd import VerifyTarget
+    from certpull.httpd import GraceWatch, VerifyTarget
     from certpull.outcome import PassReport
     from certpull.source import SecretValue
     from certpull.state import State
@@ -48,7 +48,9 @@ class Server(Protocol):
 
     def config_test(self) -> None: ...
 
-    def graceful_reload(self) -> None: ...
+    def graceful_reload(self, proven: Optional[Callable[[], bool]] = None) -> Optional[GraceWatch]:
+        """Reload; with ``proven``, may return early with the rest of the liveness grace."""
+        ...
 
     def start(self) -> None: ...
 
@@ -101,6 +103,14 @@ class Passes(Protocol):
     def repair(self, name: str) -> bool: ...
 
     def update_state(self, change: Callable[[State], None]) -> None: ...
+
+    def watching_s(self) -> Optional[float]:
+        """Seconds until ``watch_reload`` should look again; None: nothing to watch."""
+        ...
+
+    def watch_reload(self) -> List[str]:
+        """The rest of the last reload's liveness grace: names rolled back because httpd died."""
+        ...
 
 
 ServedCheck = Callable[["VerifyTarget", bytes, float], float]

@@ -10,6 +10,7 @@ Importing this module imports boto3: `certpull status` must not (cli.py imports 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from typing import Callable, Optional
@@ -109,11 +110,16 @@ def compat_factory(config: Config, fs: Optional[FileOps] = None) -> CompatFactor
 
 
 def build_agent(
-    config: Config, log_outcomes: bool = True, runner: Optional[CommandRunner] = None
+    config: Config,
+    log_outcomes: bool = True,
+    runner: Optional[CommandRunner] = None,
+    defer_grace: bool = False,
 ) -> Agent:
     """The Agent with real adapters: boto3 clients, subprocesses, files, TLS handshakes.
 
     ``runner`` replaces the command runner (a bench times the reload commands through it).
+    ``defer_grace``: the daemon's agent ends httpd's liveness grace early and watches the rest
+    between passes; a one-shot command waits it out.
     """
     runner = runner or command_runner(config.agent)
     return Agent(
@@ -124,6 +130,7 @@ def build_agent(
         live_dir_for=live_dir_factory(config, selinux_restorer(runner)),
         compat_for=compat_factory(config),
         log_outcomes=log_outcomes,
+        defer_grace=defer_grace,
     )
 
 
@@ -150,7 +157,7 @@ def build_daemon(config: Config) -> AgentLoop:
     """`certpull run`'s loop with the real collaborators."""
     return AgentLoop(
         config,
-        make_agent=build_agent,
+        make_agent=functools.partial(build_agent, defer_grace=True),
         load=load,
         notifier=Notifier(),
         make_event_queue=event_queue,

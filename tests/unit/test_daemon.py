@@ -57,6 +57,8 @@ class FakeAgent:
         self.drifted_names: Dict[str, bool] = {}
         self.repair_result = True
         self.state = State()
+        self.watch_s: Optional[float] = None  # the rest of a reload's liveness grace
+        self.died_late: List[str] = []  # what watch_reload reports once the grace is looked at
 
     def recover(self) -> List[str]:
         self.log.append("recover")
@@ -84,6 +86,17 @@ class FakeAgent:
 
     def update_state(self, change: Callable[[State], None]) -> None:
         change(self.state)
+
+    def watching_s(self) -> Optional[float]:
+        return self.watch_s
+
+    def watch_reload(self) -> List[str]:
+        if self.watch_s is None:
+            return []
+        self.log.append("watch")
+        self.watch_s = None
+        names, self.died_late = self.died_late, []
+        return names
 
 
 class FakeDrift:
@@ -324,3 +337,20 @@ def test_recovery_problems_do_not_stop_the_start() -> None:
     world = World(make_config(names=("broken",)), max_waits=2)
     assert world.loop.run() == 0
     assert "READY" in world.log
+
+
+def test_the_rest_of_a_liveness_grace_is_watched_soon_and_a_late_death_gets_a_pass() -> None:
+    world = World(make_config(names=("a", "b"), poll_interval_s="3600"), max_waits=4)
+    original = world.agent.sync
+
+    def sync_then_watch(names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+        report = original(names, windows)
+        if len(world.agent.passes) == 1:  # the first pass's reload ended its grace early
+            world.agent.watch_s, world.agent.died_late = 0.05, ["a"]
+        return report
+
+    world.agent.sync = sync_then_watch  # type: ignore[method-assign]
+    world.loop.run()
+    assert world.mailbox.waits[0] == pytest.approx(0.05)  # not the drift re-check's 1 s
+    assert world.log.count("watch") == 1
+    assert world.agent.passes[:2] == [["a", "b"], ["a"]]  # a's refusal is recorded by its pass
