@@ -127,7 +127,7 @@ elif "slim-parent" in variants:
 else:
     import certpull.wiring
     from certpull.config import load_config
-    from certpull.daemon import build_agent
+    from certpull.wiring import build_agent
     stage("imports")
     config = load_config(config_path, lambda p: open(p).read())
     agent = build_agent(config)

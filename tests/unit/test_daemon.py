@@ -343,7 +343,9 @@ def test_the_rest_of_a_liveness_grace_is_watched_soon_and_a_late_death_gets_a_pa
     world = World(make_config(names=("a", "b"), poll_interval_s="3600"), max_waits=4)
     original = world.agent.sync
 
-    def sync_then_watch(names: Sequence[str], windows: Optional[InstallWindows] = None) -> PassReport:
+    def sync_then_watch(
+        names: Sequence[str], windows: Optional[InstallWindows] = None
+    ) -> PassReport:
         report = original(names, windows)
         if len(world.agent.passes) == 1:  # the first pass's reload ended its grace early
             world.agent.watch_s, world.agent.died_late = 0.05, ["a"]
