@@ -474,7 +474,9 @@ def main() -> None:
             for row in report["import_sequence"]:
                 print(f"  {row['group']:<52} {row['delta_mib']:+6.1f} MiB")
             report["import_times"] = import_times(runtime)
-            print("python -X importtime, import certpull.wiring: self time by package (median of 5):")
+            print(
+                "python -X importtime, import certpull.wiring: self time by package (median of 5):"
+            )
             for row in report["import_times"][:10]:
                 print(f"  {row['package']:<30} {row['ms']:7.1f} ms")
             if not args.no_tracemalloc:
