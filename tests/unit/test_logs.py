@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
+import struct
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from certpull.logs import cert_fields, journal_stream_matches, setup_logging
+from certpull.logs import JournalHandler, cert_fields, journal_stream_matches, setup_logging
 
 ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:www-tls-AbCdEf"
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----"
@@ -129,3 +134,59 @@ def test_detection_picks_the_journal_when_stderr_is_the_journal_stream() -> None
         f.seek(0)
         assert f.read() == ""
     assert sent == ["to the journal"]
+
+
+def parse_journal_datagram(data: bytes) -> Dict[str, str]:
+    """journald's side of the native protocol (systemd.journal-fields(7))."""
+    fields = {}
+    while data:
+        line, _, rest = data.partition(b"\n")
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+            data = rest
+        else:  # KEY\n, 64-bit little-endian length, value, \n
+            key = line
+            (size,) = struct.unpack("<Q", rest[:8])
+            value, data = rest[8 : 8 + size], rest[8 + size + 1 :]
+        fields[key.decode()] = value.decode()
+    return fields
+
+
+def test_journal_entries_go_to_the_journal_socket_in_its_native_format(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.socket")
+    journald = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journald.bind(path)
+    journald.settimeout(5)
+    handler = JournalHandler(socket_path=path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("certpull.test-native")
+    logger.addHandler(handler)
+    try:
+        logger.warning("www: two\nlines", extra=cert_fields("www", ARN, "v2"))
+        logger.error("one line")
+        first = parse_journal_datagram(journald.recv(65536))
+        second = parse_journal_datagram(journald.recv(65536))
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        journald.close()
+    assert first["MESSAGE"] == "www: two\nlines"
+    assert first["PRIORITY"] == "4"
+    assert (first["CERT_NAME"], first["SECRET_ARN"], first["VERSION_ID"]) == ("www", ARN, "v2")
+    assert first["SYSLOG_IDENTIFIER"] == "certpull"
+    assert first["CODE_FILE"].endswith("test_logs.py") and first["CODE_LINE"].isdigit()
+    assert second["MESSAGE"] == "one line" and second["PRIORITY"] == "3"
+    assert "CERT_NAME" not in second
+
+
+def test_the_daemon_logs_without_python3_systemd(real_subprocess: None) -> None:
+    # The journal's native protocol needs no module of python3-systemd (2.1 MiB in the daemon).
+    code = (
+        "import sys; from certpull.logs import setup_logging; "
+        "setup_logging('INFO', use_journal=True, journal_sender=lambda m, **f: None); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'systemd'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
