@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import struct
 import sys
 import threading
-from typing import IO, Any, Callable, Dict, Mapping, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    import socket
 
 LOGGER_NAME = "certpull"
 FIELDS = ("CERT_NAME", "SECRET_ARN", "VERSION_ID")
@@ -161,6 +162,8 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
     def _send(self, message: str, **fields: str) -> None:
+        import socket  # noqa: PLC0415 - not on `certpull status`'s path
+
         data = journal_datagram({"MESSAGE": message, **fields})
         with self._socket_lock:
             if self._socket is None:
@@ -178,6 +181,8 @@ class JournalHandler(logging.Handler):
 def journal_datagram(fields: Mapping[str, str]) -> bytes:
     """journald's native format: ``KEY=value\n``, or for a value with a newline ``KEY\n``, its
     length as 64-bit little endian, the value and ``\n``."""
+    import struct  # noqa: PLC0415 - not on `certpull status`'s path
+
     parts = []
     for key, text in fields.items():
         value = text.encode("utf-8", "replace")

@@ -2,12 +2,9 @@
 
 Each variant stands for one code change proposed in docs/performance.md; the benches run the real
 agent with and without it, in the same run, so the report gives measured effects, not guesses.
-`apply(names)` must run before certpull.wiring is imported (botocore-only replaces certpull.aws).
+`apply(names)` must run before certpull.wiring is imported.
 
   malloc-trim       after every pass, glibc's malloc_trim(0): freed heap pages go back to the OS
-  shared-session    one botocore session per process: the event queue's SQS client and the agent's
-                    clients share one loader and endpoint resolver (run_agent builds a second today)
-  botocore-only     certpull.aws on botocore.session alone: boto3 and s3transfer never imported
   drop-loader-cache after every pass, empty botocore's loader caches (the parsed JSON models stay
                     only where a client holds them)
   full-grace        the agent as it was: every install pass waits out httpd's whole liveness grace
@@ -19,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import sys
 import weakref
 from typing import Any, Callable, Dict, List, Sequence
 
@@ -54,34 +50,6 @@ def malloc_trim() -> None:
     _after_pass(lambda: libc.malloc_trim(0))
 
 
-def shared_session() -> None:
-    from certpull import aws
-
-    original = aws.AwsClients.__init__
-    shared: List[Any] = []
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("session") is None:
-            if not shared:
-                original(self, *args, **kwargs)
-                shared.append(self._session)
-                return
-            kwargs["session"] = shared[0]
-        original(self, *args, **kwargs)
-
-    aws.AwsClients.__init__ = __init__  # type: ignore[method-assign]
-
-
-def botocore_only() -> None:
-    if "certpull.wiring" in sys.modules:
-        raise RuntimeError("botocore-only must be applied before certpull.wiring is imported")
-    import certpull
-    from prototypes import aws_botocore
-
-    sys.modules["certpull.aws"] = aws_botocore
-    certpull.aws = aws_botocore  # type: ignore[attr-defined]
-
-
 def drop_loader_cache() -> None:
     from botocore import loaders
 
@@ -110,8 +78,6 @@ def full_grace() -> None:
 
 
 VARIANTS: Dict[str, Callable[[], None]] = {
-    "botocore-only": botocore_only,  # first: it replaces certpull.aws before anything imports it
-    "shared-session": shared_session,
     "malloc-trim": malloc_trim,
     "drop-loader-cache": drop_loader_cache,
     "full-grace": full_grace,
