@@ -99,7 +99,9 @@ class Agent:
 
         0. Heal the record: a state.json that cannot be read is kept aside and rebuilt from the
            live directories (the active version's manifest and files); an interrupted rollback
-           is finished; files active on disk but never loaded by httpd are reloaded.
+           is finished; files active on disk but never loaded by httpd are reloaded; if httpd
+           died in the rest of the previous reload's liveness grace (``defer_grace``), that
+           install is undone first (see ``watch_reload``).
         1. Check: DescribeSecret per certificate. AWSCURRENT equal to the installed version with
            intact live files means current: no GetSecretValue, no reload.
         2. Fetch AWSCURRENT (GetSecretValue) for the others.

@@ -109,8 +109,9 @@ class AgentLoop:
     def run(self) -> int:
         """1. Recover local state (half-staged dirs, links, compat links): no AWS call.
         2. Record the daemon in state.json, start the event poller and drift watcher; READY=1.
-        3. Until SIGTERM: apply requests, run a pass over what is due, record the outcomes,
-           STATUS= and WATCHDOG=1, then sleep until the next due time or a wake-up.
+        3. Until SIGTERM: apply requests, look at the rest of the last reload's liveness grace,
+           run a pass over what is due, record the outcomes, STATUS= and WATCHDOG=1, then sleep
+           until the next due time or a wake-up (50 ms while a grace runs on).
         4. STOPPING=1, stop the threads, record the clean stop; exit 0.
         """
         for problem in self.agent.recover():  # (1)
