@@ -16,11 +16,11 @@ Two modes, both in one run by default (`--mode`):
                 `alive_grace_s` (2 s) to catch a reload that kills it, and an event arriving then
                 waits for that pass.
 The summary gives p50 / p99 of each and back-to-back's ratio to spaced. `--variant` runs the agent
-with prototypes of bench/prototypes/variants.py (e.g. fast-grace) after the unmodified agent, all
+with prototypes of bench/prototypes/variants.py (e.g. full-grace, the agent before issue 15) after the unmodified agent, all
 in the same run; `--rpm PATH` runs an unpacked package on a CPython 3.9 (see bench_idle.py).
 
     .venv/bin/python bench/bench_event_latency.py [-n 30] [--mode both|spaced|back-to-back]
-        [--variant fast-grace] [--rpm dist/certpull-*.rpm]
+        [--variant full-grace] [--rpm dist/certpull-*.rpm]
 """
 
 from __future__ import annotations
@@ -127,13 +127,14 @@ def main() -> None:
                 if daemon.stop() != 0:
                     raise SystemExit(f"certpull run did not exit 0:\n{daemon.log()}")
         baseline = next((r for r in results if r["mode"] == "spaced"), results[0])
+        which = f"{baseline['variant']}, {baseline['mode']}"
         for row in results:
             p50 = row["served"]["p50_ms"] / baseline["served"]["p50_ms"]
             p99 = row["served"]["p99_ms"] / baseline["served"]["p99_ms"]
             print(
                 f"  {row['variant']}, {row['mode']}: p50 {row['served']['p50_ms']:.0f} ms, "
-                f"p99 {row['served']['p99_ms']:.0f} ms = {p50:.2f}x / {p99:.2f}x the unmodified "
-                "agent's spaced rounds (goal back-to-back: p50 <= 500 ms, p99 <= 1,500 ms)"
+                f"p99 {row['served']['p99_ms']:.0f} ms = {p50:.2f}x / {p99:.2f}x {which} "
+                "(goal back-to-back: p50 <= 500 ms, p99 <= 1,500 ms)"
             )
     finally:
         runtime.close()

@@ -166,7 +166,7 @@ def bench_status(site: Site, runs: int, runtime: Runtime) -> Dict[str, Any]:
 BEFORE_READY = (
     "import certpull.cli, certpull.store, certpull.state, certpull.notify, certpull.schedule"
 )
-EVERYTHING = "import certpull.cli, certpull.loop"
+EVERYTHING = "import certpull.cli, certpull.wiring"
 
 
 def bench_import_floor(runtime: Runtime, runs: int) -> Dict[str, Any]:

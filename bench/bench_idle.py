@@ -18,7 +18,8 @@ on this interpreter. Intervals are the production defaults unless given: poll mo
 300 s, event mode long-polls SQS (20 s) and reconciles every 3600 s.
 
     .venv/bin/python bench/bench_idle.py [--window 120] [--mode poll|events] [--certs 3]
-        [--rotations 1] [--repeat 1] [--rpm dist/certpull-*.rpm] [--variant malloc-trim ...]
+        [--rotations 1] [--repeat 1] [--rpm dist/certpull-*.rpm] [--before main.rpm]
+        [--variant malloc-trim ...]
 """
 
 from __future__ import annotations
@@ -134,10 +135,20 @@ def main() -> None:
         default=[],
         help="a prototype (or a+b) from bench/prototypes/variants.py; repeatable",
     )
+    parser.add_argument(
+        "--before",
+        metavar="RPM",
+        help="first measure this package (e.g. built from main) as the baseline, in the same run",
+    )
     args = parser.parse_args()
     runtime = Runtime(args.rpm)
+    before = Runtime(args.before) if args.before else None
     try:
-        configs = [[]] + [v.split("+") for v in args.variant]
+        configs: List[Tuple[str, Runtime, List[str]]] = []
+        if before is not None:
+            configs.append(("before: " + os.path.basename(args.before), before, []))
+        configs += [("agent as is", runtime, [])]
+        configs += [("+".join(v.split("+")), runtime, v.split("+")) for v in args.variant]
         interpreter = runtime.interpreter_rss_kib()
         print(
             f"idle certpull run, {args.mode} mode, {args.certs} certs, {args.rotations} rotation(s) "
@@ -145,9 +156,8 @@ def main() -> None:
         )
         print(f"  baseline: the bare interpreter holds {interpreter / MIB:.1f} MiB RSS")
         results: List[Dict[str, Any]] = []
-        for variants in configs:
-            runs = [measure_once(args, runtime, variants) for _ in range(args.repeat)]
-            name = "+".join(variants) or "agent as is"
+        for name, where, variants in configs:
+            runs = [measure_once(args, where, variants) for _ in range(args.repeat)]
             rss = median_of(runs, "rss_kib_median")
             summary = {
                 "variant": name,
@@ -167,10 +177,11 @@ def main() -> None:
                 f"  {name:<34} RSS {summary['rss_mib']:6.1f} MiB (anon {summary['rss_anon_mib']:.1f}, "
                 f"file {summary['rss_file_mib']:.1f}; PSS {summary['pss_mib']:.1f}; peak "
                 f"{summary['peak_mib']:.1f}) = {summary['rss_mib'] / (interpreter / MIB):.2f}x the "
-                f"interpreter, {summary['rss_mib'] - base:+.1f} MiB vs the agent as is; "
+                f"interpreter, {summary['rss_mib'] - base:+.1f} MiB vs {results[0]['variant']}; "
                 f"CPU {summary['cpu_s_per_hour']} s/h; {summary['threads']} threads"
             )
-        print(f"  AWS calls in the window: {results[0]['aws_calls_in_window']}")
+        mine = next(r for r in results if r["variant"] == "agent as is")
+        print(f"  AWS calls in the window: {mine['aws_calls_in_window']}")
         print(
             json.dumps(
                 {
@@ -180,8 +191,8 @@ def main() -> None:
                     "rotations": args.rotations,
                     "runtime": runtime.describe(),
                     "interpreter_rss_mib": round(interpreter / MIB, 2),
-                    "rss_kib_median": results[0]["rss_mib"] * MIB,
-                    "cpu_s_per_hour": results[0]["cpu_s_per_hour"],
+                    "rss_kib_median": mine["rss_mib"] * MIB,
+                    "cpu_s_per_hour": mine["cpu_s_per_hour"],
                     "results": results,
                 },
                 sort_keys=True,
@@ -189,6 +200,8 @@ def main() -> None:
         )
     finally:
         runtime.close()
+        if before is not None:
+            before.close()
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 stages     a child interpreter walks through what `certpull run` does, in order, and reports VmRSS
            (RssAnon, RssFile) after each stage:
              python      the bare interpreter
-             imports     certpull.loop imported (boto3, botocore, cryptography, watchdog come with it)
+             imports     certpull.wiring imported (botocore, cryptography, watchdog come with it)
              agent       build_agent(config) (clients are created at their first call)
              first pass  one pass over --certs certificates, all current (a DescribeSecret each)
              rotation    a pass that installs a new version of one (GetSecretValue, validate, publish)
-             events      the SQS client as run_agent builds it (its own AwsClients), one receive in a
-                         thread, as the event poller does
+             events      the SQS client as build_daemon builds it (its own AwsClients on the
+                         agent's botocore session), one receive in a thread, as the event poller does
              gc          gc.collect()
            --variant (repeatable, a or a+b) applies prototypes of bench/prototypes/variants.py; each
            configuration runs --repeat times in fresh children, medians; deltas against the
@@ -28,7 +28,7 @@ agent/ and site-packages/ on sys.path (its launcher's layout); otherwise the che
 interpreter.
 
     .venv/bin/python bench/bench_memory.py [--certs 3] [--repeat 3] [--rpm dist/certpull-*.rpm]
-        [--variant botocore-only --variant botocore-only+shared-session+malloc-trim ...]
+        [--variant malloc-trim --variant check-parent ...]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ if "check-parent" in variants:
     # The parent of a design that checks in-process and installs in a worker: no cryptography.
     import certpull.config, certpull.schedule, certpull.notify, certpull.drift, certpull.state
     import certpull.event_queue, certpull.events, certpull.logs, certpull.store, certpull.source
-    from prototypes.aws_botocore import AwsClients
+    from certpull.aws import AwsClients
     stage("imports")
     config = certpull.config.load_config(config_path, lambda p: open(p).read())
     clients = AwsClients(endpoint_url=config.agent.endpoint_url)
@@ -117,7 +117,7 @@ elif "slim-parent" in variants:
     import certpull.config, certpull.schedule, certpull.notify, certpull.drift, certpull.state
     import certpull.event_queue, certpull.events, certpull.logs
     stage("imports")
-    from prototypes.aws_botocore import AwsClients
+    from certpull.aws import AwsClients
     config = certpull.config.load_config(config_path, lambda p: open(p).read())
     stage("agent")
     stage("first pass")
@@ -125,12 +125,14 @@ elif "slim-parent" in variants:
     stage("rotation")
     queue = certpull.event_queue.EventQueue(AwsClients(endpoint_url=config.agent.endpoint_url).sqs("us-east-1"), queue_url, wait_s=0)
 else:
-    import certpull.loop
+    import botocore.session
+    import certpull.wiring
     from certpull.config import load_config
-    from certpull.daemon import build_agent
+    from certpull.wiring import build_agent
     stage("imports")
     config = load_config(config_path, lambda p: open(p).read())
-    agent = build_agent(config)
+    session = botocore.session.get_session()  # as build_daemon: one for the agent and the queue
+    agent = build_agent(config, session=session)
     stage("agent")
     report = agent.sync()
     assert report.ok, [o.message for o in report.outcomes]
@@ -143,7 +145,7 @@ else:
     stage("rotation")
     import certpull.aws
     from certpull.event_queue import EventQueue
-    clients = certpull.aws.AwsClients(endpoint_url=config.agent.endpoint_url)
+    clients = certpull.aws.AwsClients(endpoint_url=config.agent.endpoint_url, session=session)
     queue = EventQueue(clients.sqs("us-east-1"), queue_url, wait_s=0)
 worker = threading.Thread(target=queue.receive)
 worker.start(); worker.join()
@@ -197,7 +199,7 @@ IMPORT_GROUPS = [
     ("watchdog.observers", "import watchdog.observers"),
     ("urllib3", "import urllib3"),
     ("ssl", "import ssl"),
-    ("certpull.loop (everything `run` imports)", "import certpull.loop"),
+    ("certpull.wiring (everything `run` imports)", "import certpull.wiring"),
 ]
 
 
@@ -366,7 +368,7 @@ IMPORT_SEQUENCE = [
         "from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa",
     ),
     ("watchdog.observers", "import watchdog.observers"),
-    ("the rest of certpull.loop", "import certpull.loop"),
+    ("the rest of certpull.wiring", "import certpull.wiring"),
 ]
 
 
@@ -398,10 +400,10 @@ def import_sequence(runtime: Runtime) -> List[Dict[str, Any]]:
 
 
 def import_times(runtime: Runtime, runs: int = 5) -> List[Dict[str, Any]]:
-    """python -X importtime of `import certpull.loop`: self time summed by top-level package (ms)."""
+    """python -X importtime of `import certpull.wiring`: self time summed by top-level package (ms)."""
     per_run: List[Dict[str, float]] = []
     for _ in range(runs):
-        argv = runtime.argv("import certpull.loop")
+        argv = runtime.argv("import certpull.wiring")
         done = subprocess.run(
             [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, check=False
         )
@@ -474,7 +476,9 @@ def main() -> None:
             for row in report["import_sequence"]:
                 print(f"  {row['group']:<52} {row['delta_mib']:+6.1f} MiB")
             report["import_times"] = import_times(runtime)
-            print("python -X importtime, import certpull.loop: self time by package (median of 5):")
+            print(
+                "python -X importtime, import certpull.wiring: self time by package (median of 5):"
+            )
             for row in report["import_times"][:10]:
                 print(f"  {row['package']:<30} {row['ms']:7.1f} ms")
             if not args.no_tracemalloc:

@@ -388,7 +388,14 @@ class CrashHarness:
         else:
             proc = spawn(self.site, "run", self.log_path)
             try:
-                self._wait(self._converged, 30, "the restarted daemon to converge")
+                # The killed run may have converged already: wait for this daemon's own record
+                # too (written after its signal handlers are in place), or SIGTERM lands while it
+                # is still importing and kills it (-15).
+                self._wait(
+                    lambda: self._daemon_recorded(proc.pid) and self._converged(),
+                    30,
+                    "the restarted daemon to converge",
+                )
             except RuntimeError as exc:
                 problems.append(str(exc))
             proc.send_signal(signal.SIGTERM)
@@ -413,6 +420,12 @@ class CrashHarness:
         if debris:
             problems.append(f"debris left after recovery: {debris}")
         return problems
+
+    def _daemon_recorded(self, pid: int) -> bool:
+        try:
+            return self.site.state()["daemon"]["pid"] == pid  # type: ignore[index, no-any-return]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def _converged(self) -> bool:
         version_id, _ = _installed(self.site)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
-import boto3
+import botocore.session
 
 from certpull.aws import AwsClients
 from certpull.config import Config
@@ -34,7 +34,14 @@ def make_doctor(
     imds_timeout_s: float = 2.0,
     **host: Any,
 ) -> Doctor:
-    session = boto3.session.Session(**credentials) if credentials else None
+    session = None
+    if credentials:
+        session = botocore.session.get_session()
+        session.set_credentials(
+            credentials["aws_access_key_id"],
+            credentials["aws_secret_access_key"],
+            credentials.get("aws_session_token"),
+        )
     clients = AwsClients(
         endpoint_url=config.agent.endpoint_url,
         connect_timeout_s=config.agent.connect_timeout_s,

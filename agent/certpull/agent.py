@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, AbstractSet, Callable, List, Optional, Sequence, Union
 
+from certpull import oneshot
 from certpull.bundle import (
     CERT_FILE,
     CertBundle,
@@ -29,7 +30,6 @@ from certpull.heal import Healer, active_is, installed_expiry, intact, moved_bac
 from certpull.httpd import wait_until_served
 from certpull.install import Candidate, Installer
 from certpull.interfaces import Defer, ServedCheck, Server, Source, StateStore
-from certpull.layout import version_label
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
 from certpull.record import (
@@ -40,8 +40,8 @@ from certpull.record import (
     put_off,
     record_failure,
     record_installs,
+    record_late_death,
     record_success,
-    record_verified,
     refused_again,
 )
 from certpull.state import CertState, Pending, State
@@ -76,7 +76,10 @@ class Agent:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         log_outcomes: bool = True,
+        defer_grace: bool = False,
     ) -> None:
+        """``defer_grace``: end a reload's liveness grace once its new leaves are served and
+        leave the rest to ``watch_reload`` (the daemon calls it between passes)."""
         self.config = config
         self.log_outcomes = log_outcomes  # the CLI prints outcomes itself; the daemon logs them
         self.source = source
@@ -85,7 +88,9 @@ class Agent:
         self.compat_for = compat_for
         self.clock = clock
         self.monotonic = monotonic
-        self.installer = Installer(httpd, served_check, config.agent.verify_timeout_s)
+        self.installer = Installer(
+            httpd, served_check, config.agent.verify_timeout_s, defer_grace=defer_grace
+        )
         self.healer = Healer(state_file, self.installer, clock)
 
     # --- public passes -----------------------------------------------------------------------
@@ -108,7 +113,9 @@ class Agent:
 
         0. Heal the record: a state.json that cannot be read is kept aside and rebuilt from the
            live directories (the active version's manifest and files); an interrupted rollback
-           is finished; files active on disk but never loaded by httpd are reloaded.
+           is finished; files active on disk but never loaded by httpd are reloaded; if httpd
+           died in the rest of the previous reload's liveness grace (``defer_grace``), that
+           install is undone first (see ``watch_reload``).
         1. Check: DescribeSecret per certificate. AWSCURRENT equal to the installed version with
            intact live files means current: no GetSecretValue, no reload.
         2. Fetch AWSCURRENT (GetSecretValue) for the others.
@@ -139,6 +146,8 @@ class Agent:
         certs = self._select(names)
         with self.state_file.lock():
             state = self.healer.load_state()
+            if not dry_run and self.installer.watch_died():
+                self._died_late(state)  # (0) the previous reload killed httpd after all
             report = PassReport()
             candidates: List[Candidate] = []
             if retry_refused and not dry_run:
@@ -169,6 +178,21 @@ class Agent:
         for outcome in report.outcomes:
             self._log_outcome(outcome)
         return report
+
+    def watching_s(self) -> Optional[float]:
+        """Seconds until ``watch_reload`` should look again; None: no liveness grace runs on."""
+        return self.installer.watching_s()
+
+    def watch_reload(self) -> List[str]:
+        """Between passes: the rest of the last reload's liveness grace. If httpd died in it,
+        its certificates are rolled back, httpd started and the refusal recorded; their names."""
+        if not self.installer.watch_died():
+            return []
+        with self.state_file.lock():
+            state = self.healer.load_state()
+            names = self._died_late(state)
+            self.state_file.save(state)
+        return names
 
     def recover(
         self, certs: Optional[Sequence[CertConfig]] = None, reload: bool = True
@@ -260,106 +284,26 @@ class Agent:
             return True
 
     def rollback(self, name: str) -> Outcome:
-        """Re-activate the previous version of one certificate, reload and verify it.
-
-        The version rolled back from is held: the agent does not install it again until the
-        secret's AWSCURRENT moves to another version. Each step is durable before the next:
-
-        1. Find the version to go back to; none: fail, nothing changed.
-        2. Save the hold (also next to the versions, as `..held`: it survives a lost
-           state.json) and the rollback's target (`rollback_to`).
-        3. Switch the files; save the target as installed, with `reload_pending`.
-        4. Config test, reload, verify; save the outcome.
-
-        Killed after (2) or (3), the next pass finishes the rollback from state.json
-        (`_finish_rollback`, then the pending reload): it is never undone.
-        """
+        """Re-activate the previous version of one certificate, reload and verify it; the
+        version rolled back from is held until AWSCURRENT moves (oneshot.rollback's steps)."""
         cert = self.config.cert(name)
         live = self.live_dir_for(cert)
-        with self.state_file.lock():
-            state = self.healer.load_state()
-            cstate = state.cert(name)
-            try:
-                target, active = live.rollback_target(), live.current()  # (1)
-            except StoreError as exc:
-                target, active, failure = None, None, str(exc)
-            else:
-                failure = "no previous version to roll back to"
-            if target is None or active is None:
-                outcome = Outcome(name, Status.FAILED, f"{name}: rollback failed: {failure}")
-                self._log_outcome(outcome)
-                return outcome
-            try:
-                installed = cstate.installed
-                cstate.held_version_id = (
-                    installed.version_id
-                    if installed is not None and installed.store_version == active
-                    else version_label(active)
-                )
-                cstate.rollback_to = target
-                live.set_hold(cstate.held_version_id)
-                self.state_file.save(state)  # (2)
-                self.healer.finish_rollback(cert, cstate, live)  # (3)
-                self.state_file.save(state)
-            except StoreError as exc:
-                outcome = Outcome(name, Status.FAILED, f"{name}: rollback failed: {exc}")
-                self._log_outcome(outcome)
-                return outcome
-            new_version = cstate.installed.store_version if cstate.installed else ""
-            try:  # (4)
-                if self.installer.reload_checked():
-                    cert_pem = live.read(CERT_FILE)
-                    self.installer.verify(cert, cert_pem)
-                    record_verified(cstate, True, self.clock())
-                    served = ""
-                else:
-                    served = " (httpd is not running: it loads them when it starts)"
-                cstate.reload_pending = False
-            except (ReloadError, StoreError) as exc:
-                outcome = Outcome(name, Status.FAILED, f"{name}: rolled back on disk, but {exc}")
-                record_verified(cstate, False, self.clock())
-            else:
-                outcome = Outcome(
-                    name, Status.INSTALLED, f"{name}: rolled back to {new_version}{served}"
-                )
-            self.state_file.save(state)
+        outcome = oneshot.rollback(
+            cert, live, self.state_file, self.healer, self.installer, self.clock
+        )
         self._log_outcome(outcome)
         return outcome
 
     def verify(self, names: Optional[Sequence[str]] = None) -> List[Outcome]:
         """Compare what httpd serves with what is installed, for certificates with `verify` set."""
-        outcomes = []
-        state = self.healer.load_state()
-        for cert in self._select(names):
-            if cert.verify is None:
-                outcomes.append(
-                    Outcome(cert.name, Status.CURRENT, f"{cert.name}: no verify target configured")
-                )
-                continue
-            live = self.live_dir_for(cert)
-            try:
-                waited = self.installer.verify(cert, live.read(CERT_FILE))
-            except (StoreError, ReloadError, OSError) as exc:
-                outcome = Outcome(cert.name, Status.FAILED, f"{cert.name}: {exc}")
-                ok = False
-            else:
-                outcome = Outcome(
-                    cert.name,
-                    Status.CURRENT,
-                    f"{cert.name}: served certificate matches ({waited:.2f} s)",
-                )
-                ok = True
-            record_verified(state.cert(cert.name), ok, self.clock())
-            outcomes.append(outcome)
-        with self.state_file.lock():
-            fresh = self.healer.load_state()
-            for name, cstate in state.certs.items():
-                if name in fresh.certs:
-                    fresh.certs[name].last_verify_ok = cstate.last_verify_ok
-                    fresh.certs[name].last_verify_at = cstate.last_verify_at
-                    fresh.certs[name].verified_fingerprint = cstate.verified_fingerprint
-            self.state_file.save(fresh)
-        return outcomes
+        return oneshot.verify(
+            self._select(names),
+            self.live_dir_for,
+            self.state_file,
+            self.healer,
+            self.installer,
+            self.clock,
+        )
 
     def update_state(self, change: Callable[[State], None]) -> None:
         """Change state.json under the lock (the daemon's heartbeat and schedule fields)."""
@@ -569,6 +513,16 @@ class Agent:
         except StoreError as exc:
             return str(exc)
         return None
+
+    def _died_late(self, state: State) -> List[str]:
+        """httpd died in the rest of a grace that ended early: undo that install as step 7
+        would have (roll back, start httpd, refuse the bundle) and record it; the names."""
+        now = self.clock()
+        names = []
+        for cand in self.installer.fail_watched():
+            self._log_outcome(record_late_death(cand, state.cert(cand.cert.name), now))
+            names.append(cand.cert.name)
+        return names
 
     # --- logging ---------------------------------------------------------------------------
 

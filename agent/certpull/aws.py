@@ -1,9 +1,15 @@
-"""Builds the boto3 clients certpull uses, in one place: endpoint, timeouts, retries, assumed roles.
+"""Builds the botocore clients certpull uses, in one place: endpoint, timeouts, retries, assumed roles.
 
 Retries are botocore's `standard` mode (exponential backoff with jitter, throttling and transient
 errors only), with connect/read timeouts short enough that a hung endpoint never stalls the agent for
 long. An assumed role's credentials refresh themselves before they expire (botocore's
 DeferredRefreshableCredentials around AssumeRole), so a months-long `certpull run` keeps working.
+
+botocore alone, not boto3: certpull uses clients, never resources, and boto3's Session only wraps
+botocore's (boto3 also imports s3transfer: 2 MiB). Clients made from one botocore session share
+its parsed service models, endpoint data and rulesets: `certpull run` passes one session to the
+agent's AwsClients and the SQS queue's (wiring.py), and an assumed role's session shares that
+session's loader and endpoint resolver (only its credentials differ).
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import socket
 import threading
 from typing import Any, Dict, Optional, Tuple
 
-import boto3
 import botocore.config
 import botocore.session
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
@@ -21,6 +26,10 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 from certpull import __version__
 
 SQS_WAIT_S = 20
+
+# Components a role session takes from the base session: read-only data and factories.
+_SHARED_COMPONENTS = ("data_loader", "response_parser_factory")
+_SHARED_INTERNAL = ("endpoint_resolver", "exceptions_factory")
 
 
 class AwsClients:
@@ -32,13 +41,13 @@ class AwsClients:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 15.0,
         max_attempts: int = 3,
-        session: Optional[boto3.session.Session] = None,
+        session: Optional[botocore.session.Session] = None,
         role_session_s: int = 3600,
     ) -> None:
         self._endpoint_url = endpoint_url
         self._role_session_s = role_session_s
         self._read_timeout_s = read_timeout_s
-        self._session = session or boto3.session.Session()
+        self._session = session or botocore.session.get_session()
         self._config = botocore.config.Config(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
@@ -63,10 +72,7 @@ class AwsClients:
                 session = (
                     self._role_session(region, role_arn, external_id) if role_arn else self._session
                 )
-                kwargs: Dict[str, Any] = {"region_name": region, "config": self._config}
-                if self._endpoint_url:
-                    kwargs["endpoint_url"] = self._endpoint_url
-                self._clients[key] = session.client(service, **kwargs)  # type: ignore[call-overload]
+                self._clients[key] = self._new_client(service, region, self._config, session)
             return self._clients[key]
 
     def sqs(self, region: str) -> Any:
@@ -77,10 +83,7 @@ class AwsClients:
                 config = self._config.merge(
                     botocore.config.Config(read_timeout=max(self._read_timeout_s, SQS_WAIT_S + 10))
                 )
-                kwargs: Dict[str, Any] = {"region_name": region, "config": config}
-                if self._endpoint_url:
-                    kwargs["endpoint_url"] = self._endpoint_url
-                self._clients[key] = self._session.client("sqs", **kwargs)
+                self._clients[key] = self._new_client("sqs", region, config, self._session)
             return self._clients[key]
 
     def credential_method(self) -> Optional[str]:
@@ -88,16 +91,28 @@ class AwsClients:
         credentials = self._session.get_credentials()
         return str(credentials.method) if credentials is not None else None
 
+    def available_regions(self, service: str, partition: str) -> Any:
+        """The regions botocore's endpoint data lists for ``service`` in ``partition``."""
+        return self._session.get_available_regions(service, partition)
+
     def secretsmanager(
         self, region: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
     ) -> Any:
         return self.client("secretsmanager", region, role_arn, external_id)
 
+    def _new_client(
+        self, service: str, region: str, config: Any, session: botocore.session.Session
+    ) -> Any:
+        kwargs: Dict[str, Any] = {"region_name": region, "config": config}
+        if self._endpoint_url:
+            kwargs["endpoint_url"] = self._endpoint_url
+        return session.create_client(service, **kwargs)
+
     def _role_session(
         self, region: str, role_arn: str, external_id: Optional[str]
-    ) -> boto3.session.Session:
+    ) -> botocore.session.Session:
         """A session whose credentials come from AssumeRole and are renewed before expiry."""
-        base = self._session._session  # botocore session behind the boto3 one
+        base = self._session
         create_client = functools.partial(
             base.create_client, config=self._config, endpoint_url=self._endpoint_url
         )
@@ -114,12 +129,21 @@ class AwsClients:
             extra_args=extra,
         )
         role_core = botocore.session.Session()
+        for name in _SHARED_COMPONENTS:
+            role_core.register_component(name, base.get_component(name))
+        for name in _SHARED_INTERNAL:
+            # botocore has no public way to share these; without them each role session parses
+            # the endpoint data again (8.5 MiB with botocore's full endpoints.json).
+            role_core._register_internal_component(  # type: ignore[attr-defined]
+                name,
+                base._get_internal_component(name),  # type: ignore[attr-defined]
+            )
         # botocore has no public setter for refreshable credentials; this is how boto3 users do it.
         role_core._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
             refresh_using=fetcher.fetch_credentials, method="assume-role"
         )
         role_core.set_config_variable("region", region)
-        return boto3.session.Session(botocore_session=role_core)
+        return role_core
 
 
 def session_name() -> str:

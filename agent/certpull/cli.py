@@ -19,7 +19,6 @@ from certpull.config import COMPAT_LINK_KEYS, DEFAULT_CONFIG_PATH, Config
 from certpull.config_files import load
 from certpull.errors import CertpullError, ConfigError
 from certpull.fileops import path_problem, resolve_group, resolve_owner
-from certpull.logs import setup_logging
 from certpull.state import StateDamaged, StateFile
 from certpull.status import UNKNOWN, build_report, render_text
 
@@ -309,6 +308,8 @@ COMMANDS: Dict[str, Callable[[Config, argparse.Namespace], int]] = {
 
 def _setup_logging(config: Optional[Config], verbose: bool) -> None:
     """certpull's own logger only: botocore's debug output would print secret payloads."""
+    from certpull.logs import setup_logging  # noqa: PLC0415 - `status` logs nothing: no logging import
+
     level_name = "debug" if verbose else (config.agent.log_level if config else "info")
     setup_logging(level_name.upper())
 
@@ -332,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _status_unknown(args, str(exc))
         print(f"certpull: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command != "run":
+    if args.command not in ("run", "status"):
         _setup_logging(config, args.verbose)
     try:
         return COMMANDS[args.command](config, args)

@@ -163,7 +163,8 @@ class AgentLoop:
         4. READY=1. Until SIGTERM: apply requests, run a pass over what is due (bounded by
            PASS_DEADLINE_S; results for `check-now` around it), record the outcomes, schedule
            each next check (the adaptive poll), publish the fleet view and STATUS=, then sleep
-           until the next due time or a wake-up; each step renews the watchdog lease.
+           until the next due time or a wake-up (50 ms while a reload's liveness grace runs on,
+           looked at each turn); each step renews the watchdog lease.
         5. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
         """
         for problem in self.agent.recover(reload=False):  # (1) no reload before READY
@@ -208,6 +209,7 @@ class AgentLoop:
                 if requests.stop:
                     break
                 self._apply(requests)
+                self._watch_reload()
                 self._recheck_drift(self._monotonic())
                 asked = set(self.scheduler.triggered(self._monotonic()))
                 due = self.scheduler.due(self._monotonic())
@@ -328,6 +330,14 @@ class AgentLoop:
         self.notifier.status(self.summary)
         # last: a check-now that has its answer finds state.json and the fleet view up to date
         self.results.finished(pass_id, check_results(names, outcomes))
+
+    def _watch_reload(self) -> None:
+        """The rest of the last reload's liveness grace (install.py ends it early once the new
+        leaves are served): a certificate whose reload killed httpd after all was rolled back
+        and refused; its pass now records that (FAILED, backoff, STATUS)."""
+        for name in self.agent.watch_reload():
+            if name in self.config.names:
+                self.scheduler.trigger(name, self._monotonic(), 0.0)
 
     def _recheck_drift(self, now: float) -> None:
         """The watcher's blind spot after a pass: repair what changed meanwhile (no AWS call)."""
@@ -489,6 +499,9 @@ class AgentLoop:
             sleep = min(sleep, watchdog)
         if self.rechecks:
             sleep = min(sleep, min(self.rechecks.values()) - now)
+        watching = self.agent.watching_s()
+        if watching is not None:
+            sleep = min(sleep, watching)
         if self.pending and self.windows is not None:
             utc = self._utc_now()
             sleep = min(sleep, (self.windows.next_open(utc) - utc).total_seconds() + 0.5)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, List, Optional
 
-import boto3
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -188,7 +187,7 @@ class AwsProbe:
     def known_region(self, service: str, partition: str, region: str) -> bool:
         """Whether botocore's endpoint data lists ``region`` for ``service`` in ``partition``."""
         try:
-            regions = boto3.session.Session().get_available_regions(service, partition)
+            regions = self.clients.available_regions(service, partition)
         except (BotoCoreError, ValueError):
             return True  # no data to say otherwise
         return region in regions

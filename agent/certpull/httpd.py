@@ -8,7 +8,10 @@ they serve, after the new files are staged and activated on disk:
   2. ``Httpd.graceful_reload()``: new connections get the new files; in-flight requests
      complete. It then watches the main process for ``alive_grace_s``: a key that does not match
      its certificate passes the config test but makes httpd exit during the graceful (AH02565).
-     On failure: roll the files back and START httpd again. A reload does not always do that:
+     Given ``proven`` (fresh handshakes serve every new leaf), it returns as soon as that holds
+     while the main process is alive, with a ``GraceWatch`` for the rest of the grace, which the
+     caller checks later (the daemon between passes). On failure: roll the files back and START
+     httpd again. A reload does not always do that:
      ``systemctl reload`` refuses an inactive unit, and ``httpd -k graceful`` only starts httpd
      when the pid file's process is really gone (an unreaped zombie still takes the signal).
   3. ``wait_until_served()``: fresh TLS handshakes to the ``verify`` target return the new leaf
@@ -26,8 +29,6 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
-
-from cryptography import x509
 
 from certpull.config_values import is_dns_name
 from certpull.errors import CommandError, ReloadError
@@ -62,6 +63,38 @@ class ConfigTestError(CommandError):
     def __init__(self, cause: CommandError, summary: str) -> None:
         super().__init__(cause.argv, cause.returncode, cause.stdout, cause.stderr)
         self.args = (f"`{' '.join(cause.argv)}` exited {cause.returncode}: {summary}",)
+
+
+_STOPPED = (
+    "httpd stopped after the graceful reload; see its error log "
+    "(AH02565 there means a private key that does not match its certificate)"
+)
+
+
+class GraceWatch:
+    """The rest of a liveness grace that ``graceful_reload`` ended early (it had proof the new
+    files are served): whoever holds it looks again with ``poll()`` until the window is over."""
+
+    def __init__(
+        self, is_running: Callable[[], bool], deadline: float, clock: Callable[[], float]
+    ) -> None:
+        self._is_running = is_running
+        self.deadline = deadline
+        self._clock = clock
+
+    poll_interval_s = _POLL_INTERVAL_S  # how often the holder should look
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - self._clock())
+
+    def poll(self) -> Optional[bool]:
+        """False: the main process is gone (the reload killed httpd after all); True: it lived
+        through the window; None: alive, and the window is not over yet."""
+        if not self._is_running():
+            return False
+        if self._clock() >= self.deadline:
+            return True
+        return None
 
 
 class Httpd:
@@ -148,7 +181,7 @@ class Httpd:
                 raise
             raise ConfigTestError(exc, summary) from exc
 
-    def graceful_reload(self) -> None:
+    def graceful_reload(self, proven: Optional[Callable[[], bool]] = None) -> Optional[GraceWatch]:
         """Ask httpd to reload gracefully, then make sure it survived.
 
         Steps:
@@ -158,24 +191,28 @@ class Httpd:
              after the command) and then disappears, raise at once. httpd that was not running may
              be started by the graceful (apache2 -k graceful does that) and writes its pid file a
              little later, so absence is only an error at the end of the window.
+          4. With ``proven``: once the main process is alive and ``proven()`` is true, return a
+             GraceWatch for the rest of the window instead of waiting it out. A new leaf on a
+             fresh handshake comes from a child the new generation forked, so the main process
+             got past loading the new files, which is where a bad key kills it (AH02565).
+             None is returned when the whole window was watched here.
         """
         was_alive = self.is_running()
         # (1)
         self._runner.run(self.reload_argv)
         # (2)
         if self._pid_source is None:
-            return
+            return None
         # (3)
         started = self._clock()
         seen_alive = was_alive
         while True:
             alive = self.is_running()
             if seen_alive and not alive:
-                raise ReloadError(
-                    "httpd stopped after the graceful reload; see its error log "
-                    "(AH02565 there means a private key that does not match its certificate)"
-                )
+                raise ReloadError(_STOPPED)
             seen_alive = seen_alive or alive
+            if alive and proven is not None and proven():  # (4)
+                return GraceWatch(self.is_running, started + self.alive_grace_s, self._clock)
             if self._clock() - started >= self.alive_grace_s:
                 break
             self._sleep(_POLL_INTERVAL_S)
@@ -183,6 +220,7 @@ class Httpd:
             raise ReloadError(
                 f"httpd is not running after the graceful reload (no live process in {self.describe()})"
             )
+        return None
 
     def start(self) -> None:
         """Start a stopped httpd (after a rollback that followed its death on a bad reload).
@@ -301,6 +339,8 @@ def wait_until_served(
 
 def describe_cert(der: bytes) -> str:
     """Short identity of a certificate for messages: ``serial 1a2b3c4d (sha256 0a1b2c3d4e5f6a7b)``."""
+    from cryptography import x509  # noqa: PLC0415 - only for messages; not kept loaded while idle
+
     fingerprint = hashlib.sha256(der).hexdigest()[:16]
     try:
         serial = format(x509.load_der_x509_certificate(der).serial_number, "x")

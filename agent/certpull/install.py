@@ -3,6 +3,12 @@ is served, and roll back what fails. agent.py decides what to install; this modu
 
 Several certificates changed in one pass cost one config test and one graceful reload. A
 certificate whose new leaf is not served is rolled back alone, and httpd reloaded once more.
+
+With ``defer_grace`` (the daemon), the reload's liveness grace ends as soon as fresh handshakes
+serve every new leaf from a live main process; the rest of it is a ``Watch`` that the caller
+checks between passes (``watch_died``) and, if httpd died in it after all, undoes
+(``fail_watched``): roll back, start httpd. So a rotation that arrives right after another one
+does not wait out the previous reload's grace.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from certpull.bundle import CertBundle
 from certpull.compat import CompatLinks
 from certpull.config import CertConfig
 from certpull.errors import ReloadError, StoreError
-from certpull.httpd import TargetUnreachable, VerifyTarget
+from certpull.httpd import GraceWatch, TargetUnreachable, VerifyTarget
 from certpull.interfaces import ServedCheck, Server
 from certpull.pem import first_cert_der
 from certpull.store import LiveDir
@@ -53,13 +59,33 @@ class Candidate:
     note: Optional[str] = None  # installed, with something to say (no proof it is served)
 
 
+LATE_DEATH = "httpd stopped within its liveness grace after the graceful reload"
+
+
+@dataclass
+class Watch:
+    """The candidates of the last reload whose liveness grace ended early, and the rest of it."""
+
+    candidates: List[Candidate]
+    grace: GraceWatch
+
+
 class Installer:
     """Applies candidates to disk and httpd; every failure ends as ``Candidate.problem``."""
 
-    def __init__(self, server: Server, served_check: ServedCheck, verify_timeout_s: float) -> None:
+    def __init__(
+        self,
+        server: Server,
+        served_check: ServedCheck,
+        verify_timeout_s: float,
+        *,
+        defer_grace: bool = False,
+    ) -> None:
         self.server = server
         self.served_check = served_check
         self.verify_timeout_s = verify_timeout_s
+        self.defer_grace = defer_grace
+        self.watch: Optional[Watch] = None
 
     def apply(
         self, candidates: List[Candidate], start_httpd: Optional[Callable[[], bool]] = None
@@ -101,8 +127,37 @@ class Installer:
         if self.server.known_stopped():
             return False
         self.server.config_test()
-        self.server.graceful_reload()
+        self._reload()
         return True
+
+    def watching_s(self) -> Optional[float]:
+        """Seconds until the rest of an early-ended grace should be looked at; None: none runs."""
+        if self.watch is None:
+            return None
+        return min(self.watch.grace.remaining_s(), self.watch.grace.poll_interval_s)
+
+    def watch_died(self) -> bool:
+        """Look once at the rest of the last early-ended grace: True when httpd died in it (the
+        watch is kept for ``fail_watched``); a window that is over is forgotten."""
+        if self.watch is None:
+            return False
+        alive = self.watch.grace.poll()
+        if alive is True:
+            self.watch = None
+        return alive is False
+
+    def fail_watched(self) -> List[Candidate]:
+        """httpd died after the early end of its grace: roll the watched candidates back and
+        start httpd (as a death within the grace would have); they are returned with
+        ``problem`` and ``bundle_fault`` set."""
+        watch, self.watch = self.watch, None
+        if watch is None:
+            return []
+        for cand in watch.candidates:
+            cand.bundle_fault, cand.verified, cand.note = True, None, None
+        self._roll_back(watch.candidates, f"graceful reload failed: {LATE_DEATH}")
+        self._restore_httpd()
+        return watch.candidates
 
     def verify(self, cert: CertConfig, cert_pem: bytes, timeout_s: Optional[float] = None) -> float:
         """Fresh handshakes to ``cert.verify`` must serve ``cert_pem``'s leaf; seconds waited."""
@@ -134,7 +189,7 @@ class Installer:
             self._config_test_failed(active, exc)
             return
         try:
-            self.server.graceful_reload()  # (7)
+            grace = self._reload(self._proof(active) if self.defer_grace else None)  # (7)
         except ReloadError as exc:
             died = self.server.known_stopped()  # the new files stopped httpd (AH02565)
             for cand in active:
@@ -163,6 +218,31 @@ class Installer:
         if failed:
             self._roll_back(failed, None)
             self._restore_httpd()
+        elif grace is not None:
+            self.watch = Watch(list(active), grace)
+
+    def _reload(self, proven: Optional[Callable[[], bool]] = None) -> Optional[GraceWatch]:
+        """Graceful reload; a new reload's own grace replaces the rest of an earlier one."""
+        self.watch = None
+        if proven is None:
+            return self.server.graceful_reload()
+        return self.server.graceful_reload(proven)
+
+    def _proof(self, active: List[Candidate]) -> Optional[Callable[[], bool]]:
+        """One fresh handshake per candidate shows its new leaf; None when one has no verify
+        target (then nothing can end the grace early)."""
+        if any(cand.cert.verify is None for cand in active):
+            return None
+
+        def proven() -> bool:
+            for cand in active:
+                try:
+                    self.verify(cand.cert, cand.bundle.cert_pem, timeout_s=0.0)
+                except ReloadError:
+                    return False
+            return True
+
+        return proven
 
     def _start_for_first_install(self, active: List[Candidate]) -> None:
         """httpd is down and a certificate arrived for the first time (a fresh host whose httpd
@@ -269,7 +349,7 @@ class Installer:
                 )
                 self.server.start()
             else:
-                self.server.graceful_reload()
+                self._reload()
         except ReloadError as exc:
             log.error("httpd did not come back after the rollback: %s", exc)  # noqa: TRY400 - one line, no traceback
 

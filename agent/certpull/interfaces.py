@@ -22,7 +22,7 @@ from typing import (
 
 if TYPE_CHECKING:
     from certpull.config import CertConfig
-    from certpull.httpd import VerifyTarget
+    from certpull.httpd import GraceWatch, VerifyTarget
     from certpull.outcome import PassReport
     from certpull.source import SecretValue
     from certpull.state import State
@@ -50,7 +50,9 @@ class Server(Protocol):
 
     def config_test(self) -> None: ...
 
-    def graceful_reload(self) -> None: ...
+    def graceful_reload(self, proven: Optional[Callable[[], bool]] = None) -> Optional[GraceWatch]:
+        """Reload; with ``proven``, may return early with the rest of the liveness grace."""
+        ...
 
     def start(self) -> None: ...
 
@@ -124,6 +126,14 @@ class Passes(Protocol):
     def repair(self, name: str) -> bool: ...
 
     def update_state(self, change: Callable[[State], None]) -> None: ...
+
+    def watching_s(self) -> Optional[float]:
+        """Seconds until ``watch_reload`` should look again; None: nothing to watch."""
+        ...
+
+    def watch_reload(self) -> List[str]:
+        """The rest of the last reload's liveness grace: names rolled back because httpd died."""
+        ...
 
 
 Defer = Callable[[str, str, Optional[datetime]], Optional[float]]

@@ -7,6 +7,7 @@ handshake proves (or not) the installed leaf. They only touch the record they ar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, List, Optional
 from certpull.bundle import CertBundle, NotYetValid, chain_expiry, leaf_info, validate
 from certpull.config import CertConfig
 from certpull.errors import StoreError
-from certpull.install import Candidate
+from certpull.install import LATE_DEATH, Candidate
 from certpull.interfaces import Defer
 from certpull.outcome import Outcome, Status
 from certpull.state import CertState, Installed, Pending, Rejected, State
@@ -268,6 +269,24 @@ def _record_install(cand: Candidate, cstate: CertState, now: float) -> Outcome:
         f"expires {cand.bundle.leaf.not_after:%Y-%m-%d}){resumed}",
         cand.version_id,
     )
+
+
+def record_late_death(cand: Candidate, cstate: CertState, now: float) -> Outcome:
+    """httpd died in the rest of a liveness grace that ended early, after install.py rolled the
+    files back: the record follows (the previous version installed again, the bundle refused)."""
+    previous = cstate.previous
+    with contextlib.suppress(StoreError):
+        if previous is not None and cand.live.current() == previous.store_version:
+            cstate.installed, cstate.previous = previous, None
+    cstate.last_verify_ok, cstate.verified_fingerprint = None, None
+    if not cand.reload_only:
+        cstate.rejected = Rejected(
+            version_id=cand.version_id,
+            fingerprint=bundle_id(cand.bundle),
+            reason=_short(cand.problem or LATE_DEATH),
+            at=now,
+        )
+    return record_failure(cand.cert, cstate, now, f"{cand.cert.name}: {cand.problem}", False)
 
 
 def bundle_id(bundle: CertBundle) -> str:

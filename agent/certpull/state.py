@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import stat
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -287,7 +286,7 @@ class StateFile:
             if d.lstat(STATE_FILE) is None:
                 return None
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-            kept = f"{STATE_FILE}{DAMAGED_SUFFIX}{stamp}.{secrets.token_hex(2)}"
+            kept = f"{STATE_FILE}{DAMAGED_SUFFIX}{stamp}.{os.urandom(2).hex()}"
             d.rename(STATE_FILE, kept)
             old = sorted(n for n in d.listdir() if n.startswith(STATE_FILE + DAMAGED_SUFFIX))
             for name in old[:-KEEP_DAMAGED]:
@@ -301,7 +300,7 @@ class StateFile:
         state.updated_at = self._clock()
         data = state.to_json().encode()
         with self._created_dir() as d:
-            tmp = f".state.{secrets.token_hex(8)}"
+            tmp = f".state.{os.urandom(8).hex()}"
             try:
                 fd = d.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
                 try:

@@ -1,11 +1,12 @@
 """The composition root: the only place that builds real adapters.
 
-boto3 clients, the command runner, httpd, live directories (with owners and SELinux labels), the
+botocore clients, the command runner, httpd, live directories (with owners and SELinux labels), the
 state file, the drift watcher and the SQS event queue are made here from a Config and handed to
 the pass (agent.py) and the daemon (daemon.py) through their constructors. Tests build the same
 objects with fakes instead; nothing below this module constructs an adapter itself.
 
-Importing this module imports boto3: `certpull status` must not (cli.py imports it lazily).
+Importing this module imports botocore and cryptography: `certpull status` must not (cli.py imports
+it lazily); the doctor's modules are imported only by `build_doctor`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from typing import Any, Callable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional
+
+import botocore.session
 
 from certpull import __version__
 from certpull.agent import Agent, CompatFactory, LiveDirFactory
@@ -24,9 +27,6 @@ from certpull.config import AgentConfig, CertConfig, Config
 from certpull.config_files import load
 from certpull.control import ControlServer, PassResults, config_resolver
 from certpull.daemon import AgentLoop, drift_paths
-from certpull.doctor import Doctor
-from certpull.doctor_aws import AwsProbe
-from certpull.doctor_host import HostChecks, in_container
 from certpull.drift import DriftWatcher
 from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
@@ -44,14 +44,21 @@ from certpull.splay import host_splay_s
 from certpull.state import State, StateFile
 from certpull.store import LiveDir
 
+if TYPE_CHECKING:
+    from certpull.doctor import Doctor
 
-def aws_clients(agent: AgentConfig) -> AwsClients:
-    """boto3 clients with the configured endpoint, timeouts and attempts."""
+
+def aws_clients(
+    agent: AgentConfig, session: Optional[botocore.session.Session] = None
+) -> AwsClients:
+    """botocore clients with the configured endpoint, timeouts and attempts; ``session`` (a
+    botocore session) is shared by every AwsClients of `certpull run` (one copy of its data)."""
     return AwsClients(
         endpoint_url=agent.endpoint_url,
         connect_timeout_s=agent.connect_timeout_s,
         read_timeout_s=agent.read_timeout_s,
         max_attempts=agent.max_attempts,
+        session=session,
     )
 
 
@@ -129,28 +136,33 @@ def build_agent(
     log_outcomes: bool = True,
     runner: Optional[CommandRunner] = None,
     on_describe: Optional[Callable[[str, Mapping[str, Any]], None]] = None,
+    defer_grace: bool = False,
+    session: Optional[botocore.session.Session] = None,
 ) -> Agent:
-    """The Agent with real adapters: boto3 clients, subprocesses, files, TLS handshakes.
+    """The Agent with real adapters: botocore clients, subprocesses, files, TLS handshakes.
 
     ``runner`` replaces the command runner (a bench times the reload commands through it);
     ``on_describe`` sees each DescribeSecret answer (the daemon's ``RotationBook``).
+    ``defer_grace``: the daemon's agent ends httpd's liveness grace early and watches the rest
+    between passes; a one-shot command waits it out. ``session``: see aws_clients.
     """
     runner = runner or command_runner(config.agent)
     return Agent(
         config,
-        source=SecretSource(aws_clients(config.agent).secretsmanager, on_describe),
+        source=SecretSource(aws_clients(config.agent, session).secretsmanager, on_describe),
         httpd=httpd(config.agent, runner),
         state_file=StateFile(config.agent.state_dir),
         live_dir_for=live_dir_factory(config, selinux_restorer(runner)),
         compat_for=compat_factory(config),
         log_outcomes=log_outcomes,
+        defer_grace=defer_grace,
     )
 
 
-def event_queue(config: Config) -> EventQueue:
+def event_queue(config: Config, session: Optional[botocore.session.Session] = None) -> EventQueue:
     """The SQS queue of `events_queue_url`, in the region its URL names."""
     url = config.agent.events_queue_url or ""
-    return EventQueue(aws_clients(config.agent).sqs(queue_region(url)), url)
+    return EventQueue(aws_clients(config.agent, session).sqs(queue_region(url)), url)
 
 
 def queue_region(url: str) -> str:
@@ -216,14 +228,18 @@ def read_state(config: Config) -> State:
 
 
 def build_daemon(config: Config) -> AgentLoop:
-    """`certpull run`'s loop with the real collaborators."""
+    """`certpull run`'s loop with the real collaborators; its agents (one per config reload) and
+    its event queue share one botocore session."""
     book = RotationBook()
+    session = botocore.session.get_session()
     return AgentLoop(
         config,
-        make_agent=lambda cfg: build_agent(cfg, on_describe=book.record),
+        make_agent=functools.partial(
+            build_agent, on_describe=book.record, defer_grace=True, session=session
+        ),
         load=load,
         notifier=Notifier(),
-        make_event_queue=event_queue,
+        make_event_queue=functools.partial(event_queue, session=session),
         make_drift_watcher=drift_watcher,
         make_control=control_server,
         rotation_facts=book.get,
@@ -235,6 +251,11 @@ def build_daemon(config: Config) -> AgentLoop:
 
 def build_doctor(config: Config) -> Doctor:
     """`certpull doctor` with the agent's own clients, runner and httpd commands (read-only)."""
+    # Imported here: `certpull run` never needs the doctor's modules.
+    from certpull.doctor import Doctor  # noqa: PLC0415
+    from certpull.doctor_aws import AwsProbe  # noqa: PLC0415
+    from certpull.doctor_host import HostChecks, in_container  # noqa: PLC0415
+
     runner = command_runner(config.agent)
     return Doctor(
         config,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import time
 from typing import Iterator
 
 import pytest
@@ -131,6 +134,31 @@ def test_mismatched_key_passes_config_test_but_graceful_kills_httpd(
     assert "AH02565" in server.error_log.read_text()
     with pytest.raises(ReloadError, match="Connection refused"):
         fetch_served_leaf(server.target(), 2.0)
+
+
+def test_graceful_reload_ends_once_proven_and_its_watch_sees_a_later_death(
+    server: ApacheInstance, pki: Pki, new: Issued
+) -> None:
+    server.install_issued(pki, new)
+    httpd = httpd_for(server)
+
+    def proven() -> bool:
+        try:
+            return fetch_served_leaf(server.target(), 1.0) == new.der
+        except ReloadError:
+            return False
+
+    watch = httpd.graceful_reload(proven)
+    assert watch is not None, "the new leaf is served well within the grace"
+    assert watch.remaining_s() > 0
+    assert watch.poll() is None
+    pid = httpd.main_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # httpd goes down within the grace, after the early end
+    deadline = time.monotonic() + 10
+    while watch.poll() is not False:
+        assert time.monotonic() < deadline, "the watch never saw httpd die"
+        time.sleep(0.02)
 
 
 def test_wait_until_served_times_out_on_the_old_leaf(

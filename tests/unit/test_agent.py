@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import pytest
 
 from certpull.agent import Agent
 from certpull.config import Config, parse_config
 from certpull.errors import ReloadError, SourceError
-from certpull.httpd import TargetUnreachable, VerifyTarget
+from certpull.httpd import GraceWatch, TargetUnreachable, VerifyTarget
 from certpull.outcome import Status
 from certpull.pem import first_cert_der
 from certpull.source import SecretValue
@@ -65,6 +65,7 @@ class FakeHttpd:
         self.config_test_failures = -1  # how many config tests fail while fail_config_test; -1: all
         self.fail_reloads = 0
         self.loaded: Dict[str, Optional[bytes]] = {}
+        self.now = 0.0  # the clock of the liveness grace
 
     def known_stopped(self) -> bool:
         return not self.running
@@ -78,12 +79,15 @@ class FakeHttpd:
             self.config_test_failures -= 1
             raise ReloadError("`apachectl configtest` exited 1: AH00526: Syntax error")
 
-    def graceful_reload(self) -> None:
+    def graceful_reload(self, proven: Optional[Callable[[], bool]] = None) -> Optional[GraceWatch]:
         self.calls.append("graceful")
         if self.fail_reloads:
             self.fail_reloads -= 1
             raise ReloadError("httpd is not running after the graceful reload")
         self._load()
+        if proven is not None and proven():  # the rest of a 2 s grace, on the fake's clock
+            return GraceWatch(lambda: self.running, self.now + 2.0, lambda: self.now)
+        return None
 
     def start(self) -> None:
         self.calls.append("start")
@@ -424,3 +428,90 @@ def test_httpd_looking_stopped_while_the_verify_target_answers_is_a_misconfigura
     assert "127.0.0.1:1001 answers TLS: certpull watches the wrong httpd" in message
     assert "\n" not in message
     assert live_cert(tmp, "a") == before  # rolled back: disk keeps matching what is served
+
+
+# -- the daemon's agent: httpd's liveness grace ends once the new leaf is served (defer_grace) --
+
+
+@pytest.fixture
+def deferred(world):  # type: ignore[no-untyped-def]
+    agent, source, httpd, served, tmp = world
+    daemon_agent = Agent(
+        agent.config,
+        source=source,
+        httpd=httpd,
+        state_file=StateFile(str(tmp / "state")),
+        live_dir_for=live_dir_factory(agent.config, None),
+        compat_for=compat_factory(agent.config),
+        served_check=served,
+        defer_grace=True,
+    )
+    return daemon_agent, source, httpd, served, tmp
+
+
+def saved(tmp: Path) -> Dict[str, Any]:
+    return json.loads((tmp / "state" / "state.json").read_text())  # type: ignore[no-any-return]
+
+
+def rotate(agent: Agent, source: FakeSource) -> Issued:
+    """a1 installed, a2 published; a1's leaf."""
+    first = PKI.leaf(slot=10)
+    put(source, "a", "a1", first)
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    return first
+
+
+def test_the_pass_ends_before_the_grace_and_the_rest_is_watched(deferred) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, _ = deferred
+    rotate(agent, source)
+    httpd.now = 0.0
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    assert agent.watching_s() == pytest.approx(0.05)  # look again soon: 2 s of grace are left
+    assert agent.watch_reload() == []  # alive, window not over
+    httpd.now = 2.5
+    assert agent.watch_reload() == []  # lived through the grace
+    assert agent.watching_s() is None
+
+
+def test_httpd_dying_after_the_early_end_is_rolled_back_started_and_refused(deferred) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = deferred
+    first = rotate(agent, source)
+    old_pem = live_cert(tmp, "a")
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    httpd.calls.clear()
+    httpd.running = False  # dies 1 s into the grace
+    httpd.now = 1.0
+    assert agent.watch_reload() == ["a"]
+    assert live_cert(tmp, "a") == old_pem
+    assert httpd.calls == ["start"] and httpd.running
+    assert httpd.loaded["a"] == first.der  # served again: the previous leaf
+    record = saved(tmp)["certs"]["a"]
+    assert record["installed"]["version_id"] == "a1"
+    assert record["rejected"]["version_id"] == "a2"
+    assert "httpd stopped within its liveness grace" in record["last_error"]
+    assert agent.watching_s() is None
+    report = agent.sync(["a"])  # the daemon's next pass: refused again, nothing reloaded
+    assert statuses(report) == {"a": Status.FAILED}
+    assert "not installing it again" in report.outcomes[0].message
+    assert httpd.calls == ["start"]
+
+
+def test_the_next_pass_first_catches_a_death_in_the_rest_of_the_grace(deferred) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp = deferred
+    first = rotate(agent, source)
+    agent.sync(["a"])
+    httpd.running = False
+    put(source, "b", "b1", PKI.leaf(slot=11))
+    report = agent.sync(["b"])  # a rotation of another certificate arrives at once
+    assert statuses(report) == {"b": Status.INSTALLED}
+    assert saved(tmp)["certs"]["a"]["installed"]["version_id"] == "a1"
+    assert live_cert(tmp, "a") == first.pem.encode()
+    assert httpd.running
+
+
+def test_a_one_shot_agent_waits_the_grace_out(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, _, _, _ = world
+    rotate(agent, source)
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    assert agent.watching_s() is None  # the reload was not asked to end early

@@ -3,7 +3,7 @@
 packaging/rpm/botocore-services.txt decides which botocore models the RPM ships; a client of any
 other service fails on the host with UnknownServiceError. This reads the agent's source (the
 rotation package runs in Lambda with its own boto3, not from the RPM) for `.client("NAME", ...)` and
-`.create_client("NAME", ...)` calls and checks each NAME is listed.
+`.create_client("NAME", ...)` (and aws.py's `._new_client("NAME", ...)`) calls and checks each NAME is listed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from tests.rpm_build import REPO, bundled_services, trim_bundle
 
 AGENT = REPO / "agent" / "certpull"
-CLIENT_FACTORIES = ("client", "create_client")
+CLIENT_FACTORIES = ("client", "create_client", "_new_client")  # aws.py's helper is the last
 
 
 def created_clients() -> List[Tuple[str, str]]:

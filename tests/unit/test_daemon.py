@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import textwrap
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import pytest
 
@@ -62,6 +62,8 @@ class FakeAgent:
         self.deadlines: List[Optional[float]] = []
         self.missing: List[str] = []
         self.httpd_down = True
+        self.watch_s: Optional[float] = None  # the rest of a reload's liveness grace
+        self.died_late: List[str] = []  # what watch_reload reports once the grace is looked at
 
     def not_installed(self) -> List[str]:
         return list(self.missing)
@@ -109,6 +111,17 @@ class FakeAgent:
 
     def update_state(self, change: Callable[[State], None]) -> None:
         change(self.state)
+
+    def watching_s(self) -> Optional[float]:
+        return self.watch_s
+
+    def watch_reload(self) -> List[str]:
+        if self.watch_s is None:
+            return []
+        self.log.append("watch")
+        self.watch_s = None
+        names, self.died_late = self.died_late, []
+        return names
 
 
 class FakeDrift:
@@ -376,3 +389,20 @@ def test_compat_links_made_at_start_are_reloaded_right_after_ready_not_after_the
     world.loop.run()
     assert world.log.index("READY") < world.log.index("sync a")
     assert "sync b" not in world.log  # b waits for its splayed first check
+
+
+def test_the_rest_of_a_liveness_grace_is_watched_soon_and_a_late_death_gets_a_pass() -> None:
+    world = World(make_config(names=("a", "b"), poll_interval_s="3600"), max_waits=4)
+    original = world.agent.sync
+
+    def sync_then_watch(names: Sequence[str], **kwargs: Any) -> PassReport:
+        report = original(names, **kwargs)
+        if len(world.agent.passes) == 1:  # the first pass's reload ended its grace early
+            world.agent.watch_s, world.agent.died_late = 0.05, ["a"]
+        return report
+
+    world.agent.sync = sync_then_watch  # type: ignore[method-assign]
+    world.loop.run()
+    assert world.mailbox.waits[0] == pytest.approx(0.05)  # not the drift re-check's 1 s
+    assert world.log.count("watch") == 1
+    assert world.agent.passes[:2] == [["a", "b"], ["a"]]  # a's refusal is recorded by its pass

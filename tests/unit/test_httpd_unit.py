@@ -257,6 +257,51 @@ def test_graceful_reload_does_not_notice_a_death_after_the_grace_period(pid_file
     make_httpd(runner, pid_file, clock, grace=1.0).graceful_reload()
 
 
+def test_graceful_reload_ends_early_once_proven_and_hands_back_the_rest_of_the_grace(
+    pid_file: Path,
+) -> None:
+    clock = FakeClock()
+    proofs: List[float] = []
+
+    def proven() -> bool:  # the new leaf reaches fresh handshakes 0.2 s after the command
+        proofs.append(clock.now)
+        return clock.now - 100.0 >= 0.2
+
+    watch = make_httpd(FakeRunner(), pid_file, clock, grace=1.0).graceful_reload(proven)
+    assert watch is not None
+    assert clock.now - 100.0 == pytest.approx(0.2, abs=0.06)  # not the whole 1 s
+    assert watch.remaining_s() == pytest.approx(0.8, abs=0.06)
+    assert watch.poll() is None  # alive, window not over
+    clock.now += 1.0
+    assert watch.poll() is True  # lived through it
+
+
+def test_the_rest_of_an_early_ended_grace_sees_httpd_die(pid_file: Path) -> None:
+    clock = FakeClock()
+    watch = make_httpd(FakeRunner(), pid_file, clock, grace=1.0).graceful_reload(lambda: True)
+    assert watch is not None and clock.sleeps == []
+    write_pid(pid_file, DEAD_PID)()
+    assert watch.poll() is False
+
+
+def test_no_proof_while_httpd_is_not_running_keeps_the_whole_grace(tmp_path: Path) -> None:
+    # httpd started by the graceful: the pid file appears 0.2 s later; a proof before that (an
+    # old process still answering) does not end the grace while no main process is seen alive.
+    pid_file = tmp_path / "httpd.pid"
+    clock = FakeClock()
+    runner = FakeRunner({RELOAD: lambda: clock.at(0.2, write_pid(pid_file, os.getpid()))})
+    watch = make_httpd(runner, pid_file, clock, grace=1.0).graceful_reload(lambda: True)
+    assert watch is not None
+    assert clock.now - 100.0 == pytest.approx(0.2, abs=0.06)
+
+
+def test_a_reload_that_kills_httpd_is_caught_though_a_proof_was_offered(pid_file: Path) -> None:
+    clock = FakeClock()
+    runner = FakeRunner({RELOAD: lambda: clock.at(0.3, write_pid(pid_file, DEAD_PID))})
+    with pytest.raises(ReloadError, match="httpd stopped after the graceful reload"):
+        make_httpd(runner, pid_file, clock, grace=1.0).graceful_reload(lambda: False)
+
+
 def test_graceful_reload_may_start_a_stopped_httpd(tmp_path: Path) -> None:
     # `apache2 -k graceful` starts httpd when it is not running; its pid file appears later.
     pid_file = tmp_path / "httpd.pid"
