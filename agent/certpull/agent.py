@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, AbstractSet, Callable, List, Optional, Sequence, Union
+from typing import AbstractSet, Callable, List, Optional, Sequence, Union
 
 from certpull import oneshot
 from certpull.bundle import (
@@ -28,7 +28,7 @@ from certpull.config import CertConfig, Config
 from certpull.errors import BundleError, ReloadError, SourceError, StoreError
 from certpull.heal import Healer, active_is, installed_expiry, intact, moved_back, same_bytes
 from certpull.httpd import wait_until_served
-from certpull.install import Candidate, Installer
+from certpull.install import Candidate, Installer, Watch
 from certpull.interfaces import Defer, ServedCheck, Server, Source, StateStore
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
@@ -47,9 +47,6 @@ from certpull.record import (
 from certpull.state import CertState, Pending, State
 from certpull.store import LiveDir
 from certpull.windows import InstallWindows, install_allowed
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("certpull")
 
@@ -182,6 +179,15 @@ class Agent:
     def watching_s(self) -> Optional[float]:
         """Seconds until ``watch_reload`` should look again; None: no liveness grace runs on."""
         return self.installer.watching_s()
+
+    def take_watch(self) -> Optional[object]:
+        """Hand the rest of a liveness grace to the agent that replaces this one (a reload)."""
+        watch, self.installer.watch = self.installer.watch, None
+        return watch
+
+    def keep_watch(self, watch: Optional[object]) -> None:
+        if isinstance(watch, Watch):
+            self.installer.watch = watch
 
     def watch_reload(self) -> List[str]:
         """Between passes: the rest of the last reload's liveness grace. If httpd died in it,

@@ -5,7 +5,8 @@ runs before anything is written, and the whole module is unit-testable without I
 config test does not notice a key that does not match its certificate, and a graceful reload with
 one stops httpd: this module is where that, and every other "would break the site" case, is caught.
 
-Steps 1-2 (JSON and PEM parsing) are bundle_parse.py's; the checks that decide are here. Error
+Steps 1-2 (JSON and PEM parsing) are bundle_parse.py's, step 4's names bundle_names.py's and steps
+5-6 (the chain) bundle_chain.py's; the order of the steps and the rest are here. Error
 messages are one line, name the configured JSON keys (``PRIVATE_KEY_PEM does not match
 CERTIFICATE_PEM``) and never carry key material; exceptions from parsing are never chained.
 """

@@ -305,7 +305,7 @@ class AgentLoop:
             outcome = outcomes.get(name)
             if outcome is not None and outcome.status is Status.DEFERRED:
                 log.warning("%s", outcome.message, extra=cert_fields(name))
-                self.scheduler.record_deferred(name, now)
+                self.scheduler.record_deferred(name, now, polled=name in polled)
                 continue
             if outcome is None or outcome.status is Status.FAILED:
                 self.scheduler.record_failure(name, now)
@@ -323,13 +323,16 @@ class AgentLoop:
                 self.pending.add(name)
             elif name in self.pending:
                 self.pending.discard(name)
-        self._reschedule([name for name in names if name in outcomes and outcomes[name].ok], now)
+        not_reached = {n for n, o in outcomes.items() if o.status is Status.DEFERRED}
+        checked = [n for n in names if n not in not_reached]  # a name not reported failed
+        self._reschedule([n for n in checked if n in outcomes and outcomes[n].ok], now)
         if any(o.status is Status.INSTALLED for o in report.outcomes):
             self.drift.update()  # first installs create directories worth watching
         self._save_schedule()
         self.notifier.status(self.summary)
         # last: a check-now that has its answer finds state.json and the fleet view up to date
-        self.results.finished(pass_id, check_results(names, outcomes))
+        # (a deferred name is not answered: its waiting check-now gets the next pass's result)
+        self.results.finished(pass_id, check_results(checked, outcomes))
 
     def _watch_reload(self) -> None:
         """The rest of the last reload's liveness grace (install.py ends it early once the new
@@ -382,7 +385,8 @@ class AgentLoop:
         old_control = (self.config.agent.control_socket, self.config.agent.host_splay_s)
         old_arns = {cert.name: cert.secret_arn for cert in self.config.certs}
         self.config = new
-        self.agent = self._make_agent(new)
+        old_agent, self.agent = self.agent, self._make_agent(new)
+        self.agent.keep_watch(old_agent.take_watch())  # the rest of a liveness grace goes on
         for problem in self.agent.recover():  # new certificates' live dirs and compat links
             log.warning("%s", problem)
         self.scheduler.sync_names(new.names, now)

@@ -1,6 +1,6 @@
 """httpd primitives: config test, graceful reload with a liveness check, and the served-leaf check.
 
-The orchestrator (daemon.py) strings them together; this module only gives the steps. The sequence
+install.py strings them together; this module only gives the steps. The sequence
 they serve, after the new files are staged and activated on disk:
 
   1. ``Httpd.config_test()``: httpd parses the config with the new files. On failure: roll the

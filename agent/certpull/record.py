@@ -2,7 +2,8 @@
 
 The agent decides; these functions keep the record consistent with the decision: a success clears
 the error and its backoff, a failure counts, an install moves `installed` to `previous`, a
-handshake proves (or not) the installed leaf. They only touch the record they are given.
+handshake proves (or not) the installed leaf. They change the record they are given, and on disk
+only the hold of an install's live directory (cleared once a new version is installed).
 """
 
 from __future__ import annotations

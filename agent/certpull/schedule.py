@@ -225,13 +225,17 @@ class Scheduler:
         cert.next_regular = now + delay
         return delay
 
-    def record_deferred(self, name: str, now: float) -> None:
-        """The pass reached its deadline before this check: due again at once, no backoff."""
+    def record_deferred(self, name: str, now: float, polled: bool = False) -> None:
+        """The pass reached its deadline before this check: due again at once, no backoff,
+        the way it was due (``polled``: as a regular check, so a poll stays a poll)."""
         cert = self._certs.get(name)
         if cert is None:
             return
         cert.running = False
-        cert.next_triggered = now
+        if polled:
+            cert.next_regular = now
+        else:
+            cert.next_triggered = now
 
     # -- triggers ----------------------------------------------------------------------------
 

@@ -255,14 +255,8 @@ class StateFile:
             raise StoreError(f"cannot create state dir {self.state_dir}")
         return d
 
-    def ensure_dir(self) -> None:
-        """Create the state directory 0700 (it may hold version ids and error texts only, but no one else needs them)."""
-        d = self._open_dir(create=True)
-        if d is not None:
-            d.close()
-
     def load(self) -> State:
-        """The saved state, or an empty one when none exists. A corrupt file raises StoreError."""
+        """The saved state, or an empty one when none exists. A damaged file raises StateDamaged."""
         d = self._open_dir(create=False)
         if d is None:
             return State()

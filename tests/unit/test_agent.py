@@ -515,3 +515,27 @@ def test_a_one_shot_agent_waits_the_grace_out(world) -> None:  # type: ignore[no
     rotate(agent, source)
     assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
     assert agent.watching_s() is None  # the reload was not asked to end early
+
+
+def test_the_rest_of_a_grace_goes_on_in_the_agent_a_config_reload_builds(deferred) -> None:  # type: ignore[no-untyped-def]
+    """A SIGHUP or drop-in edit builds a new Agent; a death within the rest of the grace of the
+    last reload must still be rolled back by it."""
+    agent, source, httpd, served, tmp = deferred
+    rotate(agent, source)
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    reloaded = Agent(
+        agent.config,
+        source=source,
+        httpd=httpd,
+        state_file=StateFile(str(tmp / "state")),
+        live_dir_for=live_dir_factory(agent.config, None),
+        compat_for=compat_factory(agent.config),
+        served_check=served,
+        defer_grace=True,
+    )
+    reloaded.keep_watch(agent.take_watch())
+    assert agent.watching_s() is None
+    httpd.running = False
+    httpd.now = 1.0
+    assert reloaded.watch_reload() == ["a"]
+    assert saved(tmp)["certs"]["a"]["installed"]["version_id"] == "a1"

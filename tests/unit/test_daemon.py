@@ -62,6 +62,7 @@ class FakeAgent:
         self.deadlines: List[Optional[float]] = []
         self.missing: List[str] = []
         self.httpd_down = True
+        self.watch: Optional[object] = None  # what take_watch hands to the next agent
         self.watch_s: Optional[float] = None  # the rest of a reload's liveness grace
         self.died_late: List[str] = []  # what watch_reload reports once the grace is looked at
 
@@ -114,6 +115,13 @@ class FakeAgent:
 
     def watching_s(self) -> Optional[float]:
         return self.watch_s
+
+    def take_watch(self) -> Optional[object]:
+        watch, self.watch = self.watch, None
+        return watch
+
+    def keep_watch(self, watch: Optional[object]) -> None:
+        self.watch = watch if watch is not None else self.watch
 
     def watch_reload(self) -> List[str]:
         if self.watch_s is None:

@@ -441,3 +441,16 @@ def test_a_pass_that_raised_answers_check_now_with_a_failure() -> None:
     result = world.loop.results.wait("a", after=0, deadline=0.0)
     assert result is not None and not result.ok
     assert result.message == "a: the pass failed (see the agent's log)"
+
+
+def test_a_certificate_deferred_at_the_deadline_is_not_answered_as_checked() -> None:
+    """A pass that reached its deadline before a certificate did not check it: a waiting
+    check-now must not get "deferred" as its (successful) answer."""
+    world = FleetWorld(doorbell(), max_waits=1)
+
+    def deadline_hit(names: Sequence[str], **kwargs: object) -> PassReport:
+        return PassReport([Outcome(n, Status.DEFERRED, f"{n}: not checked") for n in names])
+
+    world.agent.sync = deadline_hit  # type: ignore[method-assign]
+    world.loop.run()
+    assert world.loop.results.wait("a", after=0, deadline=0.0) is None

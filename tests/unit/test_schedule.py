@@ -260,3 +260,17 @@ def test_the_adaptive_poll_sets_the_first_and_next_checks() -> None:
     assert s.due(200.0) == ["www"]
     s.record_success("www", 201.0)  # without next_in_s: the jittered interval again
     assert 201.0 + 150.0 <= snap(s, "www").next_check <= 201.0 + 450.0
+
+
+def test_a_deferred_poll_stays_a_poll_and_a_deferred_trigger_a_trigger() -> None:
+    """The daemon tells polls (which the fleet's hold-back may put off) from requests by
+    `triggered`: a check the deadline deferred must come back as what it was."""
+    s = make(initial_splay_s=0.0)
+    s.add("poll", 0.0)
+    s.add("asked", 0.0)
+    s.trigger("asked", 0.0, 0.0)
+    assert set(s.due(0.0)) == {"poll", "asked"}
+    s.record_deferred("poll", 10.0, polled=True)
+    s.record_deferred("asked", 10.0, polled=False)
+    assert set(s.triggered(10.0)) == {"asked"}
+    assert set(s.due(10.0)) == {"poll", "asked"}
