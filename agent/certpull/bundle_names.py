@@ -19,7 +19,7 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 def covers(names: Iterable[str], server_name: str) -> bool:
     """Whether LeafInfo-style ``names`` cover ``server_name`` (RFC 6125; IP-looking names are IPs)."""
     dns_names: List[str] = []
-    ips: List[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]] = []
+    ips: List[IPAddress] = []
     for name in names:
         ip = ip_or_none(name)
         if ip is None:
@@ -37,17 +37,18 @@ def certificate_covers(cert: x509.Certificate, server_name: str) -> bool:
 
 def san(
     cert: x509.Certificate,
-) -> Tuple[List[str], List[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]]:
+) -> Tuple[List[str], List[IPAddress]]:
+    """The leaf's subjectAltName DNS names and IP addresses; empty lists without one."""
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return [], []
     ips = [
         ip
-        for ip in san.get_values_for_type(x509.IPAddress)
+        for ip in ext.get_values_for_type(x509.IPAddress)
         if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
     ]
-    return san.get_values_for_type(x509.DNSName), ips
+    return ext.get_values_for_type(x509.DNSName), ips
 
 
 def common_name(cert: x509.Certificate) -> Optional[str]:
@@ -61,7 +62,7 @@ def common_name(cert: x509.Certificate) -> Optional[str]:
 
 def covers_in(
     dns_names: Sequence[str],
-    ips: Sequence[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]],
+    ips: Sequence[IPAddress],
     server_name: str,
 ) -> bool:
     """IP literals match IP SANs only; DNS names match case-insensitively, with a wildcard
@@ -75,7 +76,7 @@ def covers_in(
     return any(_dns_matches(normalise_dns(pattern), host) for pattern in dns_names)
 
 
-def ip_or_none(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+def ip_or_none(text: str) -> Optional[IPAddress]:
     try:
         return ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
