@@ -162,8 +162,8 @@ def validate(
         and not policy.allow_downgrade
     ):
         raise BundleError(
-            f"{names.certificate} expires {_when(info.not_after)}, before the installed "
-            f"certificate ({_when(installed_not_after)}); set allow_downgrade to install it"
+            f"{names.certificate} expires {utc_text(info.not_after)}, before the installed "
+            f"certificate ({utc_text(installed_not_after)}); set allow_downgrade to install it"
         )
     # (8) A root issuing the leaf directly stays: mod_ssl refuses an empty SSLCertificateChainFile.
     if len(chain) > 1 and is_self_signed(chain[-1]) and not policy.include_root:
@@ -173,8 +173,8 @@ def validate(
     first = min(chain, key=lambda c: c.not_valid_after_utc)
     if first.not_valid_after_utc < info.not_after:
         warnings += (
-            f"{dn(first.subject)} in {names.chain} expires {_when(first.not_valid_after_utc)}, "
-            f"before the certificate ({_when(info.not_after)}): renew the chain before then",
+            f"{dn(first.subject)} in {names.chain} expires {utc_text(first.not_valid_after_utc)}, "
+            f"before the certificate ({utc_text(info.not_after)}): renew the chain before then",
         )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -307,9 +307,9 @@ def _check_leaf(
             f"{name} has an unsupported {info.key_type} key; use RSA or EC P-256/P-384/P-521"
         )
     if now < info.not_before:
-        raise NotYetValid(f"{name} is not valid until {_when(info.not_before)}", info)
+        raise NotYetValid(f"{name} is not valid until {utc_text(info.not_before)}", info)
     if now > info.not_after:
-        raise BundleError(f"{name} expired on {_when(info.not_after)}")
+        raise BundleError(f"{name} expired on {utc_text(info.not_after)}")
     if not info.names:
         return (_check_cn_only(cert, policy),)
     if policy.server_name is not None and not certificate_covers(cert, policy.server_name):
@@ -345,7 +345,8 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _when(moment: dt.datetime) -> str:
+def utc_text(moment: dt.datetime) -> str:
+    """A moment as messages and the record show it: ``2026-12-02T04:17:27Z``."""
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -26,6 +26,7 @@ from certpull.doctor_report import Check, Fix, Report, failed, not_applicable, p
 from certpull.errors import BundleError, StoreError
 from certpull.interfaces import StateStore
 from certpull.pem import cert_fingerprint
+from certpull.state import parse_time
 
 SIGNATURE_WINDOW_S = 300.0  # AWS refuses SigV4 requests signed more than 5 minutes off its clock
 MAX_SKEW_S = 60.0  # beyond this, fresh certificates look not yet valid for that long
@@ -375,8 +376,9 @@ class Doctor:
         with contextlib.suppress(StoreError, OSError, KeyError):
             installed = self.state_file.load().certs[cert.name].installed
             if installed is not None and installed.not_after:
-                with contextlib.suppress(ValueError):
-                    return datetime.fromisoformat(installed.not_after)
+                parsed = parse_time(installed.not_after)
+                if parsed is not None:
+                    return parsed
         path = f"{self.config.live_path(cert.name)}/{CERT_FILE}"
         with contextlib.suppress(BundleError, OSError), open(path, "rb") as f:
             return leaf_info(f.read()).not_after

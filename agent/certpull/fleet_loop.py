@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from certpull import cadence
@@ -28,7 +28,7 @@ from certpull.config import AgentConfig, Config
 from certpull.control import CheckResult
 from certpull.interfaces import Defer
 from certpull.outcome import Outcome, Status
-from certpull.state import State
+from certpull.state import State, parse_time
 
 log = logging.getLogger("certpull")
 
@@ -89,13 +89,8 @@ def not_after_of(state: State, name: str) -> Optional[float]:
     installed = cert.installed if cert is not None else None
     if installed is None or not installed.not_after:
         return None
-    try:
-        parsed = datetime.fromisoformat(installed.not_after)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+    parsed = parse_time(installed.not_after)
+    return parsed.timestamp() if parsed is not None else None
 
 
 def check_results(names: Sequence[str], outcomes: Mapping[str, Outcome]) -> Dict[str, CheckResult]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Optional
 
 from certpull.bundle import CERT_FILE, CHAIN_FILE, CertBundle, leaf_info
@@ -21,7 +21,7 @@ from certpull.interfaces import StateStore
 from certpull.layout import sanitize_label, version_label
 from certpull.logs import cert_fields
 from certpull.record import installed_record, record_verified
-from certpull.state import CertState, State, StateDamaged
+from certpull.state import CertState, State, StateDamaged, parse_time
 from certpull.store import LiveDir
 
 log = logging.getLogger("certpull")
@@ -179,9 +179,7 @@ def installed_expiry(live: LiveDir, cstate: CertState) -> Optional[datetime]:
     except (StoreError, BundleError, OSError):
         pass
     if cstate.installed is not None and cstate.installed.not_after:
-        with contextlib.suppress(ValueError):
-            parsed = datetime.fromisoformat(cstate.installed.not_after)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parse_time(cstate.installed.not_after)
     return None
 
 

@@ -14,13 +14,13 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, List, Optional
 
-from certpull.bundle import CertBundle, NotYetValid, chain_expiry, leaf_info, validate
+from certpull.bundle import CertBundle, NotYetValid, chain_expiry, leaf_info, utc_text, validate
 from certpull.config import CertConfig
 from certpull.errors import StoreError
 from certpull.install import LATE_DEATH, Candidate
 from certpull.interfaces import Defer
 from certpull.outcome import Outcome, Status
-from certpull.state import CertState, Installed, Pending, Rejected, State
+from certpull.state import CertState, Installed, Pending, Rejected, State, parse_time
 
 if TYPE_CHECKING:
     from certpull.source import SecretValue
@@ -121,14 +121,14 @@ def not_yet_valid(
     pending = cstate.pending
     if pending is None or pending.version_id != version_id or not pending.not_before:
         return None
-    start = aware(pending.not_before)
+    start = parse_time(pending.not_before)
     if start is None or now >= start.timestamp():
         return None
     cstate.last_check_at = now
     return Outcome(
         cert.name,
         Status.PENDING,
-        f"{cert.name}: version {version_id} is pending until {when(start)} (its notBefore)",
+        f"{cert.name}: version {version_id} is pending until {utc_text(start)} (its notBefore)",
         version_id,
         due_at=start.timestamp(),
     )
@@ -183,8 +183,8 @@ def pending_until(
     return Outcome(
         cert.name,
         Status.PENDING,
-        f"{cert.name}: version {value.version_id} is valid from {when(start)}; "
-        f"pending until {when(start)}",
+        f"{cert.name}: version {value.version_id} is valid from {utc_text(start)}; "
+        f"pending until {utc_text(start)}",
         value.version_id,
         due_at=start.timestamp(),
     )
@@ -301,19 +301,6 @@ def remember(history: List[str], version_id: str) -> None:
         history.remove(version_id)
     history.append(version_id)
     del history[:-HISTORY_LEN]
-
-
-def aware(text: str) -> Optional[datetime]:
-    """An ISO time from the record, as an aware datetime (naive means UTC); None if garbled."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def when(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _short(problem: str, limit: int = 160) -> str:

@@ -17,6 +17,7 @@ import os
 import stat
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from datetime import datetime, timezone
 from typing import (
     Any,
     Callable,
@@ -51,6 +52,15 @@ _BAD = object()
 class StateDamaged(StoreError):
     """state.json exists but is not a state file (torn, empty, garbage); the live directories
     still say what is installed, so the agent rebuilds it."""
+
+
+def parse_time(text: str) -> Optional[datetime]:
+    """A time the record holds (ISO 8601; a naive one is UTC); None when it is garbled."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except (ValueError, TypeError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass

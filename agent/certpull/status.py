@@ -23,7 +23,7 @@ from certpull.fileops import read_regular_file
 from certpull.pem import cert_fingerprint
 from certpull.procinfo import boot_id as read_boot_id
 from certpull.procinfo import process_identity as read_process_identity
-from certpull.state import CertState, DaemonState, State
+from certpull.state import CertState, DaemonState, State, parse_time
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 SEVERITY_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -98,14 +98,6 @@ class StatusReport:
             "daemon": asdict(self.daemon),
             "certs": {report.name: asdict(report) for report in self.certs},
         }
-
-
-def _parse_time(text: str) -> Optional[datetime]:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except (ValueError, TypeError):
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _read_or_none(read_file: Callable[[str], bytes], path: str) -> Optional[bytes]:
@@ -207,10 +199,10 @@ def _expiry(
     """The first certificate served to expire decides: the leaf, or one in the chain."""
     agent = config.agent
     candidates = []
-    leaf = _parse_time(leaf_not_after)
+    leaf = parse_time(leaf_not_after)
     if leaf is not None:
         candidates.append((leaf, "the certificate"))
-    chain = _parse_time(chain_not_after) if chain_not_after else None
+    chain = parse_time(chain_not_after) if chain_not_after else None
     if chain is not None:
         candidates.append((chain, f"{chain_subject or 'a certificate'} in the chain"))
     if not candidates:
