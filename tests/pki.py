@@ -127,6 +127,20 @@ def make_ca(
     return Issued(builder.sign(signer_key, _hash_for(signer_key)), k)
 
 
+# Every key kind, size and PEM form certpull accepts, as (kind, size, Issued.key_pem format): the
+# pure check (tests/unit/test_bundle_truth.py) and the real-httpd proof (test_key_types.py) share it.
+ACCEPTED_KEYS = [
+    ("rsa", 2048, "pkcs8"),
+    ("rsa", 2048, "pkcs1"),
+    ("rsa", 3072, "pkcs8"),
+    ("rsa", 4096, "pkcs1"),
+    ("ec", 256, "pkcs8"),
+    ("ec", 256, "sec1"),
+    ("ec", 384, "sec1"),
+    ("ec", 521, "pkcs8"),
+]
+
+
 def make_leaf(
     issuer: Issued,
     names: Sequence[str] = ("www.example.com", "127.0.0.1"),

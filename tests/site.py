@@ -37,6 +37,7 @@ class Site:
     secret_arn: str = ""
     cert_options: Dict[str, str] = field(default_factory=dict)
     agent_options: Dict[str, str] = field(default_factory=dict)
+    first_leaf: Optional[Issued] = None  # what install_first installed
 
     @property
     def config_path(self) -> Path:
@@ -71,6 +72,15 @@ class Site:
         )["ARN"]
         self.write_config()
         return self.secret_arn
+
+    def install_first(self, leaf: Issued) -> None:
+        """The host most tests start from: ``leaf`` in a new secret (``first_leaf``), installed
+        by `certpull sync` (httpd down: no reload), then httpd started on it."""
+        self.first_leaf = leaf
+        self.create_secret(leaf)
+        done = self.certpull("sync")
+        assert done.returncode == 0, done.stdout + done.stderr
+        self.apache.start()
 
     def write_config(self) -> None:
         agent = {

@@ -31,10 +31,7 @@ def site(
 ) -> Iterator[Site]:
     """Leaf A installed by `certpull sync` and served by a running Apache."""
     s = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki)
-    s.first_leaf = pki.leaf()  # type: ignore[attr-defined]
-    s.create_secret(s.first_leaf)  # type: ignore[attr-defined]
-    assert s.certpull("sync").returncode == 0
-    s.apache.start()
+    s.install_first(pki.leaf())
     assert s.serves(s.first_leaf.der)  # type: ignore[attr-defined]
     yield s
 

@@ -12,21 +12,10 @@ import pytest
 from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy
-from tests.pki import Pki, openssl_leaf
+from tests.pki import ACCEPTED_KEYS, Pki, openssl_leaf
 from tests.site import Site
 
 pytestmark = pytest.mark.integration
-
-ACCEPTED = [
-    ("rsa", 2048, "pkcs8"),
-    ("rsa", 2048, "pkcs1"),
-    ("rsa", 3072, "pkcs8"),
-    ("rsa", 4096, "pkcs1"),
-    ("ec", 256, "pkcs8"),
-    ("ec", 256, "sec1"),
-    ("ec", 384, "sec1"),
-    ("ec", 521, "pkcs8"),
-]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +35,7 @@ def site(
 
 
 @pytest.mark.parametrize(
-    ("kind", "size", "fmt"), ACCEPTED, ids=[f"{k}{s}-{f}" for k, s, f in ACCEPTED]
+    ("kind", "size", "fmt"), ACCEPTED_KEYS, ids=[f"{k}{s}-{f}" for k, s, f in ACCEPTED_KEYS]
 )
 def test_an_accepted_key_type_is_served_by_httpd_after_a_reload(
     site: Site, kind: str, size: int, fmt: str

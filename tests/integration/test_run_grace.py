@@ -26,11 +26,8 @@ def site(
     tmp_path: Path, local_aws: LocalAws, aws_proxy: AwsProxy, apache: ApacheFactory, pki: Pki
 ) -> Iterator[Site]:
     s = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki)
-    s.first_leaf = pki.leaf()  # type: ignore[attr-defined]
     s.agent_options.update({"poll_interval_s": "3600", "startup_splay_s": "0"})
-    s.create_secret(s.first_leaf)  # type: ignore[attr-defined]
-    assert s.certpull("sync").returncode == 0
-    s.apache.start()
+    s.install_first(pki.leaf())
     yield s
 
 

@@ -32,11 +32,7 @@ def site(
 ) -> Iterator[Site]:
     """A host whose first certificate (leaf A) was installed by `certpull sync`, and Apache serving it."""
     s = Site(tmp_path, local_aws, aws_proxy, apache.new(), pki)
-    s.first_leaf = pki.leaf()  # type: ignore[attr-defined]
-    s.create_secret(s.first_leaf)  # type: ignore[attr-defined]
-    done = s.certpull("sync")
-    assert done.returncode == 0, done.stderr + done.stdout
-    s.apache.start()
+    s.install_first(pki.leaf())
     assert s.served_der() == s.first_leaf.der  # type: ignore[attr-defined]
     aws_proxy.reset_counts()
     yield s

@@ -436,7 +436,14 @@ def test_httpd_looking_stopped_while_the_verify_target_answers_is_a_misconfigura
 @pytest.fixture
 def deferred(world):  # type: ignore[no-untyped-def]
     agent, source, httpd, served, tmp = world
-    daemon_agent = Agent(
+    return daemon_agent(agent, source, httpd, served, tmp), source, httpd, served, tmp
+
+
+def daemon_agent(
+    agent: Agent, source: FakeSource, httpd: FakeHttpd, served: FakeServed, tmp: Path
+) -> Agent:
+    """An agent as the daemon builds it (defer_grace) over the same world as ``agent``."""
+    return Agent(
         agent.config,
         source=source,
         httpd=httpd,
@@ -446,7 +453,6 @@ def deferred(world):  # type: ignore[no-untyped-def]
         served_check=served,
         defer_grace=True,
     )
-    return daemon_agent, source, httpd, served, tmp
 
 
 def saved(tmp: Path) -> Dict[str, Any]:
@@ -523,16 +529,7 @@ def test_the_rest_of_a_grace_goes_on_in_the_agent_a_config_reload_builds(deferre
     agent, source, httpd, served, tmp = deferred
     rotate(agent, source)
     assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
-    reloaded = Agent(
-        agent.config,
-        source=source,
-        httpd=httpd,
-        state_file=StateFile(str(tmp / "state")),
-        live_dir_for=live_dir_factory(agent.config, None),
-        compat_for=compat_factory(agent.config),
-        served_check=served,
-        defer_grace=True,
-    )
+    reloaded = daemon_agent(agent, source, httpd, served, tmp)
     reloaded.keep_watch(agent.take_watch())
     assert agent.watching_s() is None
     httpd.running = False

@@ -18,7 +18,7 @@ import pytest
 from certpull.bundle import NotYetValid, validate
 from certpull.errors import BundleError
 from tests.bad_secrets import DEFAULT_POLICY
-from tests.pki import Pki, make_ca, make_leaf, now, openssl_leaf, pkcs12_text
+from tests.pki import ACCEPTED_KEYS, Pki, make_ca, make_leaf, now, openssl_leaf, pkcs12_text
 
 PKI = Pki()
 NOW = now()
@@ -48,16 +48,7 @@ def pairs_in_openssl(cert_pem: bytes, key_pem: bytes, tmp_path: Path) -> bool:
 
 @pytest.mark.parametrize(
     ("kind", "size", "fmt"),
-    [
-        ("rsa", 2048, "pkcs8"),
-        ("rsa", 2048, "pkcs1"),
-        ("rsa", 3072, "pkcs8"),
-        ("rsa", 4096, "pkcs1"),
-        ("ec", 256, "pkcs8"),
-        ("ec", 256, "sec1"),
-        ("ec", 384, "sec1"),
-        ("ec", 521, "pkcs8"),
-    ],
+    ACCEPTED_KEYS,
 )
 def test_every_accepted_key_is_written_in_a_form_openssl_pairs_with_its_leaf(
     tmp_path: Path, kind: str, size: int, fmt: str
