@@ -198,12 +198,7 @@ def record_installs(candidates: List[Candidate], state: State, now: float) -> Li
         cstate = state.cert(name)
         if cand.problem:
             if cand.bundle_fault and not cand.reload_only:
-                cstate.rejected = Rejected(
-                    version_id=cand.version_id,
-                    fingerprint=bundle_id(cand.bundle),
-                    reason=_short(cand.problem),
-                    at=now,
-                )
+                cstate.rejected = _rejected(cand, cand.problem, now)
             outcomes.append(
                 record_failure(
                     cand.cert, cstate, now, f"{name}: {cand.problem}", not cand.bundle_fault
@@ -281,13 +276,18 @@ def record_late_death(cand: Candidate, cstate: CertState, now: float) -> Outcome
             cstate.installed, cstate.previous = previous, None
     cstate.last_verify_ok, cstate.verified_fingerprint = None, None
     if not cand.reload_only:
-        cstate.rejected = Rejected(
-            version_id=cand.version_id,
-            fingerprint=bundle_id(cand.bundle),
-            reason=_short(cand.problem or LATE_DEATH),
-            at=now,
-        )
+        cstate.rejected = _rejected(cand, cand.problem or LATE_DEATH, now)
     return record_failure(cand.cert, cstate, now, f"{cand.cert.name}: {cand.problem}", False)
+
+
+def _rejected(cand: Candidate, problem: str, now: float) -> Rejected:
+    """httpd refused this candidate's bundle: not installed again until the secret moves on."""
+    return Rejected(
+        version_id=cand.version_id,
+        fingerprint=bundle_id(cand.bundle),
+        reason=_short(problem),
+        at=now,
+    )
 
 
 def bundle_id(bundle: CertBundle) -> str:
