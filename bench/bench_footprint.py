@@ -15,7 +15,8 @@ ready       `certpull run` started --ready-runs times with a test NOTIFY_SOCKET 
             boto3, cryptography and watchdog were imported after READY), and nothing.
 
 `--rpm PATH` runs `status` and `run` from that package, unpacked, with its launcher on a CPython
-3.9 (AL2023's `/usr/bin/python3 -I`), and the baseline with the same interpreter and flags;
+3.9 with its shebang's flags (AL2023's `/usr/bin/python3 -IOO`), and the baseline with the same
+interpreter and flags;
 otherwise the checkout on this interpreter (`python -m certpull`).
 
   .venv/bin/python bench/bench_footprint.py [--polls 10000] [--certs 3] [--status-runs 30]
@@ -112,12 +113,12 @@ def child_argv(runtime: Runtime, code: str, *args: str) -> List[str]:
     lib = runtime.tree / "usr/lib/certpull"
     paths = [str(lib / "agent"), str(lib / "site-packages")]
     prelude = f"import sys; sys.path[0:0] = {paths!r}\n"
-    return [runtime.python, "-I", "-c", prelude + code, *args]
+    return [runtime.python, *runtime.flags, "-c", prelude + code, *args]
 
 
 def bench_status(site: Site, runs: int, runtime: Runtime) -> Dict[str, Any]:
     argv = certpull_argv(runtime, "-c", str(site.config_path), "status")
-    baseline_argv = [runtime.python, *(["-I"] if runtime.tree else []), "-c", "pass"]
+    baseline_argv = [runtime.python, *runtime.flags, "-c", "pass"]
     times: List[float] = []
     baseline: List[float] = []
     cpu: List[float] = []

@@ -61,7 +61,7 @@ from prototypes.variants import env_for  # noqa: E402
 
 from tests.aws_local import LocalAws  # noqa: E402
 from tests.pki import Pki  # noqa: E402
-from tests.rpm_build import LIB, extract_rpm, find_python39  # noqa: E402
+from tests.rpm_build import LIB, extract_rpm, find_python39, launcher_flags  # noqa: E402
 
 MIB = 1024.0
 
@@ -216,9 +216,11 @@ class Runtime:
             if not self.python:
                 raise SystemExit("--rpm needs a CPython 3.9 (set PYTHON39)")
             self._tmp = tempfile.TemporaryDirectory(prefix="certpull-bench-rpm-")
-            lib = extract_rpm(Path(rpm), Path(self._tmp.name)) / LIB.lstrip("/")
+            root = extract_rpm(Path(rpm), Path(self._tmp.name))
+            lib = root / LIB.lstrip("/")
             self.paths = [str(lib / "agent"), str(lib / "site-packages")]
-            self.flags = ["-I", "-S"]  # only the tree, as the launcher (and no interpreter site)
+            # the launcher's flags, and no interpreter site: only the tree
+            self.flags = [*launcher_flags(root), "-S"]
         self.paths.append(str(ROOT / "bench"))  # the prototypes package, last
 
     def argv(self, code: str, *args: str) -> List[str]:

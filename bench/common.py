@@ -40,7 +40,7 @@ from tests.aws_proxy import AwsProxy  # noqa: E402
 from tests.daemon_proc import Daemon  # noqa: E402
 from tests.integration.test_run_events import EventBus, label_updated  # noqa: E402
 from tests.pki import Issued, Pki  # noqa: E402
-from tests.rpm_build import extract_rpm, find_python39  # noqa: E402
+from tests.rpm_build import extract_rpm, find_python39, launcher_argv, launcher_flags  # noqa: E402
 from tests.site import Site  # noqa: E402
 
 RUN_VARIANT = ROOT / "bench" / "prototypes" / "run_variant.py"
@@ -191,6 +191,11 @@ class Runtime:
             self._tmp = tempfile.TemporaryDirectory(prefix="certpull-bench-rpm-")
             self.tree = extract_rpm(Path(rpm), Path(self._tmp.name))
 
+    @property
+    def flags(self) -> List[str]:
+        """The interpreter flags the agent runs with: the RPM launcher's shebang's, else none."""
+        return launcher_flags(self.tree) if self.tree is not None else []
+
     def describe(self) -> str:
         version = subprocess.run(
             [self.python, "-c", "import platform; print(platform.python_version())"],
@@ -205,9 +210,9 @@ class Runtime:
         """argv before `-c CONF run`; None: the default `python -m certpull` of the checkout."""
         if self.tree is not None:
             if not variants:
-                return [self.python, "-I", str(self.tree / "usr/bin/certpull")]
+                return launcher_argv(self.python, self.tree)
             libdir = str(self.tree / "usr/lib/certpull")
-            prefix = [self.python, "-I", str(RUN_VARIANT), "--tree", libdir]
+            prefix = [self.python, *self.flags, str(RUN_VARIANT), "--tree", libdir]
         elif not variants:
             return None
         else:
@@ -216,7 +221,7 @@ class Runtime:
 
     def interpreter_rss_kib(self) -> int:
         """The bare interpreter, as the agent starts it (isolated mode for the RPM)."""
-        argv = [self.python, *(["-I"] if self.tree else []), "-c", "import time; time.sleep(30)"]
+        argv = [self.python, *self.flags, "-c", "import time; time.sleep(30)"]
         proc = subprocess.Popen(argv)
         try:
             time.sleep(1.0)

@@ -71,6 +71,21 @@ def build_rpm(build_dir: Path) -> Path:
     return built
 
 
+LAUNCHER = "usr/bin/certpull"
+
+
+def launcher_flags(root: Path) -> List[str]:
+    """The interpreter flags of the shipped launcher's shebang (`#!/usr/bin/python3 -IOO`)."""
+    first = (root / LAUNCHER).read_text(encoding="utf-8").splitlines()[0]
+    return first[2:].split()[1:]
+
+
+def launcher_argv(python39: str, root: Path, *extra_flags: str) -> List[str]:
+    """How a host runs the unpacked or installed /usr/bin/certpull: its shebang's flags, on
+    this 3.9 (the shebang names AL2023's /usr/bin/python3)."""
+    return [python39, *launcher_flags(root), *extra_flags, str(root / LAUNCHER)]
+
+
 def extract_rpm(package: Path, root: Path) -> Path:
     """The package's files under `root` (rpm2cpio | cpio: no rpm database, no scriptlets)."""
     root.mkdir(parents=True, exist_ok=True)

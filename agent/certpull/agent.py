@@ -16,13 +16,7 @@ from datetime import datetime, timezone
 from typing import AbstractSet, Callable, List, Optional, Sequence, Union
 
 from certpull import oneshot
-from certpull.bundle import (
-    CERT_FILE,
-    CertBundle,
-    NotYetValid,
-    installed_bundle,
-    validate,
-)
+from certpull.bundle import CertBundle, NotYetValid, installed_bundle, validate
 from certpull.compat import CompatLinks
 from certpull.config import CertConfig, Config
 from certpull.errors import BundleError, ReloadError, SourceError, StoreError
@@ -30,6 +24,7 @@ from certpull.heal import Healer, active_is, installed_expiry, intact, moved_bac
 from certpull.httpd import wait_until_served
 from certpull.install import Candidate, Installer, Watch
 from certpull.interfaces import Defer, ServedCheck, Server, Source, StateStore
+from certpull.layout import CERT_FILE
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
 from certpull.record import (

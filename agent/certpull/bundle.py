@@ -45,11 +45,7 @@ from certpull.bundle_parse import (
 )
 from certpull.config import BundlePolicy
 from certpull.errors import BundleError
-
-CERT_FILE = "cert.pem"
-CHAIN_FILE = "chain.pem"
-FULLCHAIN_FILE = "fullchain.pem"
-KEY_FILE = "privkey.pem"
+from certpull.layout import CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE
 
 _SUPPORTED_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
 

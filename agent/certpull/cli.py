@@ -289,7 +289,7 @@ def cmd_check_now(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from certpull.wiring import run_daemon  # noqa: PLC0415 - keeps boto3 off the status path
+    from certpull.startup import run_daemon  # noqa: PLC0415 - keeps the daemon off the status path
 
     return run_daemon(config, verbose=args.verbose)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import AbstractSet, Mapping, Optional
+from typing import AbstractSet, List, Mapping, Optional
 
 from certpull.errors import StoreError
 from certpull.fileops import Dir, FileOps, io_errors, open_trusted_dir
@@ -70,6 +70,20 @@ class CompatLinks:
                 want = os.path.join(self.live_path, filename)
                 changed |= self._apply_one(parent, name, want, filename in self.private)
         return changed
+
+    def unlinked(self) -> List[str]:
+        """The paths ``apply`` would change (not yet a link to their live file); read-only."""
+        found = []
+        for path, filename in self.links.items():
+            parent_path, name = os.path.split(path)
+            parent = open_trusted_dir(self._fs, parent_path)
+            if parent is None:
+                found.append(path)
+                continue
+            with parent:
+                if parent.readlink(name) != os.path.join(self.live_path, filename):
+                    found.append(path)
+        return found
 
     def _apply_one(self, parent: Dir, name: str, want: str, private: bool) -> bool:
         path = parent.join(name)

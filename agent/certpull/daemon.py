@@ -20,10 +20,8 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import time
 from datetime import datetime, timezone
-from types import FrameType
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from certpull.cadence import RotationFacts
@@ -106,11 +104,14 @@ class AgentLoop:
         read_state: Callable[[Config], State] = lambda config: State(),
         publish: Optional[Callable[[Config, State], List[str]]] = None,
         host_splay_s: Callable[[float], float] = lambda max_s: 0.0,
+        ready_sent: bool = False,
     ) -> None:
         """The fleet side (all optional): ``make_control`` serves `check-now`;
         ``rotation_facts(secret_arn)`` gives the last DescribeSecret's rotation dates and
         ``read_state(config)`` state.json, for the adaptive poll; ``publish(config, state)``
-        writes the fleet view after each pass; ``host_splay_s(max_s)`` is this host's splay."""
+        writes the fleet view after each pass; ``host_splay_s(max_s)`` is this host's splay.
+        ``ready_sent``: READY=1 went out before the loop was built (startup.py found every
+        certificate's files in place), so `run` sends only STATUS= and no first install waits."""
         self.config = config
         self._make_agent = make_agent
         self._load = load
@@ -143,6 +144,9 @@ class AgentLoop:
         self.summary = "starting"
         self._last_heartbeat = float("-inf")
         self.liveness = liveness or Liveness(notifier, monotonic)
+        self._ready_sent_early = ready_sent
+        if ready_sent:
+            self.liveness.assume_ready()
 
     @property
     def windows(self) -> Optional[InstallWindows]:
@@ -160,47 +164,15 @@ class AgentLoop:
            over those, before READY=1, which the liveness thread sends anyway after
            FIRST_INSTALL_BOUND_S. With every certificate installed, or httpd running, READY=1
            comes before any AWS call.
-        4. READY=1. Until SIGTERM: apply requests, run a pass over what is due (bounded by
+        4. READY=1 (unless startup.py sent it before the loop was built: then STATUS= only).
+           Until SIGTERM: apply requests, run a pass over what is due (bounded by
            PASS_DEADLINE_S; results for `check-now` around it), record the outcomes, schedule
            each next check (the adaptive poll), publish the fleet view and STATUS=, then sleep
            until the next due time or a wake-up (50 ms while a reload's liveness grace runs on,
            looked at each turn); each step renews the watchdog lease.
         5. STOPPING=1, stop the control socket and the threads, record the clean stop; exit 0.
         """
-        for problem in self.agent.recover(reload=False):  # (1) no reload before READY
-            log.warning("%s", problem)
-        now, state = self._monotonic(), self._state()  # (2)
-        for name in self.config.names:
-            self.scheduler.add(name, now, self.fleet.first_in_s(name, state, self._wall()))
-        self._record_daemon(started=True)
-        self._start_events()
-        self.drift.start()
-        self._start_control()
-        self.liveness.start()
-        # (3) Only while httpd is down too: a reload or start of httpd before READY would wait
-        # for the agent's own start job (httpd is ordered after it), a deadlock until timeout.
-        missing = self.agent.not_installed()
-        if missing and self.agent.httpd_stopped():
-            bound = now + FIRST_INSTALL_BOUND_S
-            self.liveness.ready_by(bound, f"first install of {', '.join(missing)} is late")
-            log.info(
-                "first install of %s before READY (at most %g s)",
-                ", ".join(missing),
-                FIRST_INSTALL_BOUND_S,
-            )
-            self._pass(missing, deadline=bound)
-            # httpd starts on the files after READY: check them again shortly, so that a
-            # handshake proves them served (status) without waiting for the next poll.
-            for name in missing:
-                self.scheduler.trigger(name, self._monotonic() + FIRST_PROOF_DELAY_S, 0.0)
-        if not self.liveness.ready(self._ready_text()):  # (4)
-            log.info(
-                "READY=1 was sent at the %g s bound, before the first install",
-                FIRST_INSTALL_BOUND_S,
-            )
-        for name, cstate in state.certs.items():  # compat links (1) made: their reload, now
-            if cstate.reload_pending and name in self.config.names:
-                self.scheduler.trigger(name, self._monotonic(), 0.0)
+        self._start()  # (1)-(4)
         log.info("certpull run: %s", self._describe_mode())
         try:
             while True:
@@ -231,20 +203,44 @@ class AgentLoop:
             log.info("certpull run: stopped")
         return 0
 
-    def install_signal_handlers(self) -> None:
-        def on_term(signum: int, frame: Optional[FrameType]) -> None:
-            self.mailbox.post_stop()
-
-        def on_hup(signum: int, frame: Optional[FrameType]) -> None:
-            self.mailbox.post_reload()
-
-        def on_usr1(signum: int, frame: Optional[FrameType]) -> None:
-            self.mailbox.post_check_all()
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        signal.signal(signal.SIGHUP, on_hup)
-        signal.signal(signal.SIGUSR1, on_usr1)
+    def _start(self) -> None:
+        """Steps 1-4 of `run`."""
+        for problem in self.agent.recover(reload=False):  # (1) no reload before READY
+            log.warning("%s", problem)
+        now, state = self._monotonic(), self._state()  # (2)
+        for name in self.config.names:
+            self.scheduler.add(name, now, self.fleet.first_in_s(name, state, self._wall()))
+        self._record_daemon(started=True)
+        self._start_events()
+        self.drift.start()
+        self._start_control()
+        self.liveness.start()
+        # (3) Only while httpd is down too: a reload or start of httpd before READY would wait
+        # for the agent's own start job (httpd is ordered after it), a deadlock until timeout.
+        missing = [] if self._ready_sent_early else self.agent.not_installed()
+        if missing and self.agent.httpd_stopped():
+            bound = now + FIRST_INSTALL_BOUND_S
+            self.liveness.ready_by(bound, f"first install of {', '.join(missing)} is late")
+            log.info(
+                "first install of %s before READY (at most %g s)",
+                ", ".join(missing),
+                FIRST_INSTALL_BOUND_S,
+            )
+            self._pass(missing, deadline=bound)
+            # httpd starts on the files after READY: check them again shortly, so that a
+            # handshake proves them served (status) without waiting for the next poll.
+            for name in missing:
+                self.scheduler.trigger(name, self._monotonic() + FIRST_PROOF_DELAY_S, 0.0)
+        if self._ready_sent_early:  # (4)
+            self.notifier.status(self._ready_text())
+        elif not self.liveness.ready(self._ready_text()):
+            log.info(
+                "READY=1 was sent at the %g s bound, before the first install",
+                FIRST_INSTALL_BOUND_S,
+            )
+        for name, cstate in state.certs.items():  # compat links (1) made: their reload, now
+            if cstate.reload_pending and name in self.config.names:
+                self.scheduler.trigger(name, self._monotonic(), 0.0)
 
     # --- one iteration -----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, List, Optional, Sequence
 
-from certpull.bundle import CERT_FILE, leaf_info, validate
+from certpull.bundle import leaf_info, validate
 from certpull.config import CertConfig, Config
 from certpull.doctor_aws import Answer, AwsProbe
 from certpull.doctor_causes import AwsFailure, Kind, classify
@@ -25,6 +25,7 @@ from certpull.doctor_policy import Caller, KmsKey, Target
 from certpull.doctor_report import Check, Fix, Report, failed, not_applicable, passed
 from certpull.errors import BundleError, StoreError
 from certpull.interfaces import StateStore
+from certpull.layout import CERT_FILE
 from certpull.pem import cert_fingerprint
 from certpull.state import parse_time
 

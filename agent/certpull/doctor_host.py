@@ -17,11 +17,11 @@ import shutil
 import stat
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from certpull.bundle import CERT_FILE, KEY_FILE
 from certpull.config import CertConfig, Config
 from certpull.doctor_report import Check, Fix, failed, not_applicable, passed
 from certpull.errors import CommandError, ReloadError
 from certpull.httpd import Httpd, VerifyTarget, describe_cert, fetch_served_leaf
+from certpull.layout import CERT_FILE, KEY_FILE
 from certpull.live_view import LiveView
 from certpull.pem import first_cert_der
 from certpull.proc import CommandRunner

@@ -13,12 +13,12 @@ import logging
 from datetime import datetime
 from typing import Callable, Optional
 
-from certpull.bundle import CERT_FILE, CHAIN_FILE, CertBundle, leaf_info
+from certpull.bundle import CertBundle, leaf_info
 from certpull.config import CertConfig
 from certpull.errors import BundleError, ReloadError, StoreError
 from certpull.install import Installer
 from certpull.interfaces import StateStore
-from certpull.layout import sanitize_label, version_label
+from certpull.layout import CERT_FILE, CHAIN_FILE, sanitize_label, version_label
 from certpull.logs import cert_fields
 from certpull.record import installed_record, record_verified
 from certpull.state import CertState, State, StateDamaged, parse_time

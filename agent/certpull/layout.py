@@ -21,6 +21,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from certpull.errors import StoreError
 
+# The four files of every version; a user-visible link for each.
+CERT_FILE = "cert.pem"
+CHAIN_FILE = "chain.pem"
+FULLCHAIN_FILE = "fullchain.pem"
+KEY_FILE = "privkey.pem"
+
 DATA_LINK = "..data"
 DATA_TMP = "..data_tmp"
 LINK_TMP = "..link_tmp"

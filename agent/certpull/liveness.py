@@ -61,6 +61,11 @@ class Liveness:
         self._notifier.ready(status)
         return True
 
+    def assume_ready(self) -> None:
+        """READY=1 went out before the loop began (startup.py): never send it again."""
+        with self._lock:
+            self._ready_sent, self._ready_at = True, None
+
     def ready_by(self, at: float, status: str) -> None:
         """Send READY=1 at monotonic time ``at`` if the loop has not sent it by then."""
         with self._lock:

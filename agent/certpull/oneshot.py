@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence
 
-from certpull.bundle import CERT_FILE
 from certpull.config import CertConfig
 from certpull.errors import ReloadError, StoreError
 from certpull.heal import Healer
 from certpull.install import Installer
 from certpull.interfaces import StateStore
-from certpull.layout import version_label
+from certpull.layout import CERT_FILE, version_label
 from certpull.outcome import Outcome, Status
 from certpull.record import record_verified
 from certpull.store import LiveDir

@@ -12,8 +12,10 @@ import logging
 import os
 import random
 import select
+import signal
 import threading
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Callable, Mapping, Optional, Set
 
 from certpull.errors import SourceError
@@ -99,6 +101,25 @@ class Mailbox:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read_fd, 4096):
                 pass
+
+
+def install_signal_handlers(mailbox: Mailbox) -> None:
+    """SIGTERM/SIGINT stop, SIGHUP reloads the config, SIGUSR1 checks every certificate: each
+    only posts to ``mailbox``, so a signal that arrives before the loop runs waits for it."""
+
+    def on_term(signum: int, frame: Optional[FrameType]) -> None:
+        mailbox.post_stop()
+
+    def on_hup(signum: int, frame: Optional[FrameType]) -> None:
+        mailbox.post_reload()
+
+    def on_usr1(signum: int, frame: Optional[FrameType]) -> None:
+        mailbox.post_check_all()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGUSR1, on_usr1)
 
 
 class EventPoller:

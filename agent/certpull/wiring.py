@@ -6,43 +6,40 @@ the pass (agent.py) and the daemon (daemon.py) through their constructors. Tests
 objects with fakes instead; nothing below this module constructs an adapter itself.
 
 Importing this module imports botocore and cryptography: `certpull status` must not (cli.py imports
-it lazily); the doctor's modules are imported only by `build_doctor`.
+it lazily), and `certpull run` does only after READY=1 when the certificates are in place
+(startup.py); the doctor's modules are imported only by `build_doctor`. The local adapters'
+factories are wiring_local.py's.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional
 
 import botocore.session
 
 from certpull import __version__
-from certpull.agent import Agent, CompatFactory, LiveDirFactory
+from certpull.agent import Agent
 from certpull.aws import AwsClients
-from certpull.bundle import KEY_FILE
-from certpull.compat import CompatLinks
-from certpull.config import AgentConfig, CertConfig, Config
+from certpull.config import AgentConfig, Config
 from certpull.config_files import load
 from certpull.control import ControlServer, PassResults, config_resolver
 from certpull.daemon import AgentLoop, drift_paths
 from certpull.drift import DriftWatcher
-from certpull.errors import CommandError, StoreError
 from certpull.event_queue import EventQueue
-from certpull.fileops import FileOps, resolve_group, resolve_owner
 from certpull.fleet_files import SSM_DATA_DIR, FleetFiles, inventory_dir
 from certpull.fleet_loop import RotationBook
 from certpull.httpd import Httpd
 from certpull.httpd_pid import locate
 from certpull.instance_id import default_readers, first_of
-from certpull.logs import setup_logging
 from certpull.notify import Notifier
 from certpull.proc import CommandRunner
 from certpull.source import SecretSource
 from certpull.splay import host_splay_s
 from certpull.state import State, StateFile
-from certpull.store import LiveDir
+from certpull.triggers import Mailbox
+from certpull.wiring_local import command_runner, compat_factory, live_dir_factory, selinux_restorer
 
 if TYPE_CHECKING:
     from certpull.doctor import Doctor
@@ -62,10 +59,6 @@ def aws_clients(
     )
 
 
-def command_runner(agent: AgentConfig) -> CommandRunner:
-    return CommandRunner(default_timeout_s=agent.command_timeout_s)
-
-
 def httpd(agent: AgentConfig, runner: CommandRunner) -> Httpd:
     """httpd's commands; its main process from httpd_pid_file, else learned (httpd_pid.locate)."""
     return Httpd(
@@ -82,53 +75,6 @@ def httpd(agent: AgentConfig, runner: CommandRunner) -> Httpd:
             agent.configtest_command,
         ),
     )
-
-
-def selinux_restorer(runner: CommandRunner) -> Optional[Callable[[str], None]]:
-    """`restorecon -R` on staged dirs where SELinux is on, so httpd may read what it is given."""
-    if not os.path.exists("/sys/fs/selinux/enforce") or shutil.which("restorecon") is None:
-        return None
-
-    def restore(path: str) -> None:
-        try:
-            runner.run(["restorecon", "-R", path])
-        except CommandError as exc:
-            raise StoreError(f"cannot restore SELinux labels on {path}: {exc}") from None
-
-    return restore
-
-
-def live_dir_factory(
-    config: Config,
-    label_restorer: Optional[Callable[[str], None]],
-    fs: Optional[FileOps] = None,
-) -> LiveDirFactory:
-    """LiveDirs for the configured certificates; ``fs`` replaces the system calls (fault tests)."""
-
-    def make(cert: CertConfig) -> LiveDir:
-        return LiveDir(
-            config.live_path(cert.name),
-            file_modes={KEY_FILE: cert.key_mode},
-            default_mode=cert.cert_mode,
-            keep_versions=cert.keep_versions,
-            uid=resolve_owner(cert.owner),
-            gid=resolve_group(cert.group),
-            label_restorer=label_restorer,
-            fs=fs,
-        )
-
-    return make
-
-
-def compat_factory(config: Config, fs: Optional[FileOps] = None) -> CompatFactory:
-    """Each certificate's compat links (none: a no-op)."""
-
-    def make(cert: CertConfig) -> CompatLinks:
-        return CompatLinks(
-            config.live_path(cert.name), dict(cert.compat_links), fs, private={KEY_FILE}
-        )
-
-    return make
 
 
 def build_agent(
@@ -227,9 +173,15 @@ def read_state(config: Config) -> State:
     return StateFile(config.agent.state_dir).load()
 
 
-def build_daemon(config: Config) -> AgentLoop:
+def build_daemon(
+    config: Config,
+    notifier: Optional[Notifier] = None,
+    mailbox: Optional[Mailbox] = None,
+    ready_sent: bool = False,
+) -> AgentLoop:
     """`certpull run`'s loop with the real collaborators; its agents (one per config reload) and
-    its event queue share one botocore session."""
+    its event queue share one botocore session. startup.py hands in the ``notifier`` and the
+    ``mailbox`` its signal handlers post to, and ``ready_sent`` when READY=1 went out already."""
     book = RotationBook()
     session = botocore.session.get_session()
     return AgentLoop(
@@ -238,7 +190,9 @@ def build_daemon(config: Config) -> AgentLoop:
             build_agent, on_describe=book.record, defer_grace=True, session=session
         ),
         load=load,
-        notifier=Notifier(),
+        notifier=notifier or Notifier(),
+        mailbox=mailbox,
+        ready_sent=ready_sent,
         make_event_queue=functools.partial(event_queue, session=session),
         make_drift_watcher=drift_watcher,
         make_control=control_server,
@@ -264,14 +218,3 @@ def build_doctor(config: Config) -> Doctor:
         state_file=StateFile(config.agent.state_dir),
         in_container=in_container,
     )
-
-
-def run_daemon(config: Config, verbose: bool = False) -> int:
-    """`certpull run`: the daemon lock (a second `run` is refused), logging, signal handlers,
-    then the loop until SIGTERM."""
-    setup_logging("DEBUG" if verbose else config.agent.log_level.upper())
-    # Before anything else (state.json's daemon record included): one `run` per state_dir.
-    with StateFile(config.agent.state_dir).daemon_lock(os.getpid()):
-        loop = build_daemon(config)
-        loop.install_signal_handlers()
-        return loop.run()

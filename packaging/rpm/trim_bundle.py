@@ -12,7 +12,10 @@ Steps:
   (2) remove every other service directory of botocore/data; its top-level files (endpoints,
       partitions, _retry, sdk-default-configuration) are botocore's own and stay;
   (3) rewrite endpoints.json with the endpoints of the kept services only (keyed by each model's
-      endpointPrefix), every partition and region kept;
+      endpointPrefix), every partition and region kept; rewrite each kept service model without
+      its documentation strings (only botocore.docs reads them, for help(); a client holds its
+      model for the life of the process: 0.4 MiB of every agent's memory), and remove its
+      examples (also only botocore.docs's);
   (4) remove the packages no certpull process imports (REMOVED, with the reason of each);
   (5) make each trimmed distribution's RECORD list what is installed (new hashes for rewritten
       files), and drop the dist-info of distributions removed whole (REMOVED_DISTRIBUTIONS);
@@ -28,7 +31,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Set, Tuple
+from typing import Any, List, Set, Tuple
 
 # (relative path, why nothing certpull runs imports it)
 REMOVED: Tuple[Tuple[str, str], ...] = (
@@ -81,6 +84,39 @@ def trim_endpoints(endpoints_path: Path, prefixes: Set[str]) -> None:
     endpoints_path.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
 
 
+DOC_KEYS = ("documentation", "documentationUrl")
+DOCS_ONLY_FILES = ("examples-1.json",)
+
+
+def without_docs(node: Any) -> Any:
+    """A model with every documentation string removed. Only string values go: a member that
+    happens to be named "documentation" holds a shape reference (a dict) and stays."""
+    if isinstance(node, dict):
+        return {
+            key: without_docs(value)
+            for key, value in node.items()
+            if not (key in DOC_KEYS and isinstance(value, str))
+        }
+    if isinstance(node, list):
+        return [without_docs(value) for value in node]
+    return node
+
+
+def strip_model_docs(service_dir: Path) -> None:
+    """Every API version's service-2 model without documentation; its examples removed."""
+    for version in sorted(p for p in service_dir.iterdir() if p.is_dir()):
+        for name in DOCS_ONLY_FILES:
+            (version / name).unlink(missing_ok=True)
+        packed, plain = version / "service-2.json.gz", version / "service-2.json"
+        if packed.is_file():
+            model = json.loads(gzip.decompress(packed.read_bytes()).decode("utf-8"))
+            text = json.dumps(without_docs(model), separators=(",", ":")).encode("utf-8")
+            packed.write_bytes(gzip.compress(text, mtime=0))
+        elif plain.is_file():
+            model = json.loads(plain.read_text(encoding="utf-8"))
+            plain.write_text(json.dumps(without_docs(model), separators=(",", ":")), "utf-8")
+
+
 def record_hash(path: Path) -> str:
     digest = hashlib.sha256(path.read_bytes()).digest()
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
@@ -126,6 +162,8 @@ def main(argv: List[str]) -> int:
             removed_models += 1
     # (3)
     trim_endpoints(data / "endpoints.json", {endpoint_prefix(data / name) for name in services})
+    for name in services:
+        strip_model_docs(data / name)
     # (4)
     for relative, _why in REMOVED:
         target = site / relative

@@ -17,7 +17,7 @@ import pytest
 
 import certpull
 from tests.cfn import template
-from tests.rpm_build import LIB, run, trim_bundle
+from tests.rpm_build import LIB, launcher_argv, run, trim_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,8 @@ def installed_root(package: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def run_installed(python39: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # The launcher's shebang is "/usr/bin/python3 -I": run it the same way, with a 3.9.
-    return run([python39, "-I", str(root / "usr/bin/certpull"), *args])
+    # The launcher's shebang names AL2023's python3 and its flags: run it the same way, on a 3.9.
+    return run([*launcher_argv(python39, root), *args])
 
 
 def query(package: Path, queryformat: str) -> str:
@@ -214,7 +214,9 @@ def test_installed_bytecode_is_hash_checked_for_python39(
     lib = installed_root / LIB.lstrip("/")
     pycs = [
         lib / "agent/certpull/__pycache__/cli.cpython-39.pyc",
+        lib / "agent/certpull/__pycache__/cli.cpython-39.opt-2.pyc",
         lib / "site-packages/boto3/__pycache__/session.cpython-39.pyc",
+        lib / "site-packages/botocore/__pycache__/session.cpython-39.opt-2.pyc",
     ]
     probe = (
         "import importlib.util, sys\n"
@@ -225,6 +227,25 @@ def test_installed_bytecode_is_hash_checked_for_python39(
     )
     result = run([python39, "-I", "-c", probe, *map(str, pycs)])
     assert result.stdout.split() == ["True"] * len(pycs), result.stderr
+
+
+def test_the_launcher_runs_optimized_bytecode_that_is_shipped_for_every_module(
+    installed_root: Path, python39: str
+) -> None:
+    """The shebang's -OO reads *.opt-2.pyc: one missing would be compiled on every start (the
+    service cannot write it), so each module must have one, and the launcher must load them."""
+    lib = installed_root / LIB.lstrip("/")
+    sources = [p for p in lib.rglob("*.py") if "__pycache__" not in p.parts]
+    missing = [
+        str(p.relative_to(lib))
+        for p in sources
+        if not (p.parent / "__pycache__" / f"{p.stem}.cpython-39.opt-2.pyc").is_file()
+    ]
+    assert sources and missing == []
+    assert "-IOO" in launcher_argv(python39, installed_root)
+    result = run([*launcher_argv(python39, installed_root, "-v"), "--version"])
+    loaded = [line for line in result.stderr.splitlines() if "certpull/cli" in line]
+    assert any("cli.cpython-39.opt-2.pyc matches" in line for line in loaded), loaded
 
 
 def test_upgrade_over_itself_keeps_modified_config(package: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.aws_local import LocalAws
 from tests.pki import Pki
-from tests.rpm_build import LIB, bundled_services, extract_rpm, run, trim_bundle
+from tests.rpm_build import LIB, bundled_services, extract_rpm, launcher_argv, run, trim_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -113,8 +113,8 @@ def probed(tree: Path, python39: str, local_aws: LocalAws) -> Dict[str, Any]:
 
 
 def run_launcher(python39: str, tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The shipped /usr/bin/certpull (its shebang is `python3 -I`), also without the interpreter's site."""
-    return run([python39, "-I", "-S", str(tree.parents[2] / "usr/bin/certpull"), *args])
+    """The shipped /usr/bin/certpull with its shebang's flags, also without the interpreter's site."""
+    return run([*launcher_argv(python39, tree.parents[2], "-S"), *args])
 
 
 def test_services_file_lists_the_agents_services() -> None:

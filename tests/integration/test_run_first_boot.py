@@ -7,6 +7,7 @@ PidFile (`httpd -t -D DUMP_RUN_CFG`)."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -16,8 +17,9 @@ from tests.apache import ApacheFactory
 from tests.aws_local import LocalAws
 from tests.aws_proxy import AwsProxy, Fault
 from tests.daemon_proc import Daemon
+from tests.import_gate import ImportGate
 from tests.pki import Pki
-from tests.site import Site
+from tests.site import REPO, Site
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +38,10 @@ def fresh(
 
 
 def ready_status(daemon: Daemon) -> str:
+    """The STATUS= that comes with READY=1 (or right after it, from the loop, when READY=1 was
+    sent before the loop was built)."""
     at = daemon.notify.messages.index("READY=1")
+    daemon.wait_for("STATUS= after READY=1", lambda: len(daemon.notify.messages) > at + 1)
     return daemon.notify.messages[at + 1]
 
 
@@ -65,6 +70,29 @@ def test_an_installed_host_is_ready_before_any_aws_call(fresh: Site) -> None:
         assert "certificate(s)" in ready_status(daemon)
     finally:
         fresh.proxy.faults.clear()
+        daemon.stop()
+
+
+def test_an_installed_host_is_ready_before_botocore_and_cryptography_load(
+    fresh: Site, tmp_path: Path
+) -> None:
+    """READY=1 (httpd's start at boot) does not wait for the AWS and X.509 libraries when every
+    certificate's files are in place: the daemon, held at its first import of either, has sent
+    it. A SIGTERM that arrives meanwhile is a clean stop once the imports go on."""
+    assert fresh.certpull("sync").returncode == 0
+    gate = ImportGate(tmp_path, holds=("botocore", "cryptography"))
+    daemon = Daemon(fresh, extra_env=gate.env(pythonpath=str(REPO / "agent")))
+    try:
+        daemon.wait_ready(timeout_s=20)
+        held = gate.waiting_at()
+        assert held is not None and held.split(".")[0] in ("botocore", "cryptography")
+        daemon.signal(signal.SIGTERM)
+        gate.open()
+        assert daemon.stop() == 0
+        assert fresh.state()["daemon"]["stopped_at"] is not None  # type: ignore[index]
+        assert "certpull run: stopped" in daemon.log()
+    finally:
+        gate.open()
         daemon.stop()
 
 

@@ -13,6 +13,7 @@ import pytest
 from certpull.agent import Agent
 from certpull.config import parse_config
 from certpull.outcome import Status
+from certpull.startup import files_in_place
 from certpull.state import StateFile
 from certpull.wiring import compat_factory, live_dir_factory
 from tests.unit.test_agent import PKI, FakeHttpd, FakeServed, FakeSource, live_cert, put, statuses
@@ -131,3 +132,36 @@ def test_recovery_before_ready_makes_the_links_and_leaves_the_reload_to_the_firs
     assert [o.status for o in report.outcomes] == [Status.INSTALLED]
     assert httpd.calls == ["configtest", "graceful"]
     assert StateFile(str(tmp / "state")).load().certs["a"].reload_pending is False
+
+
+def test_files_in_place_only_when_every_version_link_and_compat_link_is(world: World) -> None:
+    """startup.py sends READY=1 before the loop only then: httpd may start on the files at once."""
+    agent, source, _httpd, tmp = world
+    config = agent.config
+    assert not files_in_place(config)  # a fresh host: nothing installed
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    agent.sync()
+    assert files_in_place(config)
+    compat = compat_factory(config)(config.certs[0])
+    assert compat.unlinked() == []
+
+    crt = crt_path(tmp)
+    crt.unlink()
+    crt.write_bytes(b"someone's file\n")  # a compat link replaced: recovery must relink it first
+    assert compat.unlinked() == [str(crt)]
+    assert not files_in_place(config)
+    agent.recover(reload=False)
+    assert files_in_place(config)
+
+    (tmp / "live" / "a" / "chain.pem").unlink()  # a user-visible link gone
+    assert not files_in_place(config)
+    agent.recover(reload=False)
+    assert files_in_place(config)
+
+
+def test_files_in_place_refuses_a_live_root_others_can_write_without_raising(world: World) -> None:
+    agent, source, _httpd, tmp = world
+    put(source, "a", "a1", PKI.leaf(slot=10))
+    agent.sync()
+    os.chmod(tmp / "live", 0o777)  # noqa: S103 - someone else could have planted what it holds
+    assert not files_in_place(agent.config)

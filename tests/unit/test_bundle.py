@@ -11,10 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from certpull.bundle import KEY_FILE, CertBundle, leaf_info, validate
+from certpull.bundle import CertBundle, leaf_info, validate
 from certpull.bundle_names import certificate_covers, covers
 from certpull.config import BundlePolicy
 from certpull.errors import BundleError
+from certpull.layout import KEY_FILE
 from tests.bad_secrets import (
     DEFAULT_POLICY,
     BadCase,

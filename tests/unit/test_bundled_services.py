@@ -135,3 +135,46 @@ def test_trim_refuses_a_service_botocore_does_not_have(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="secretmanager"):
         trim_bundle().main(["trim_bundle.py", str(site), str(services)])
     assert (site / "botocore" / "data" / "s3").is_dir()  # nothing removed
+
+
+def test_trim_drops_the_kept_models_documentation_and_examples_but_no_member(
+    tmp_path: Path,
+) -> None:
+    site = fake_site(tmp_path / "site")
+    version = site / "botocore" / "data" / "secretsmanager" / "2020-01-01"
+    model = {
+        "metadata": {"endpointPrefix": "secretsmanager", "documentation": "<p>about</p>"},
+        "documentation": "<p>the service</p>",
+        "operations": {"DescribeSecret": {"name": "DescribeSecret", "documentation": "<p>x</p>"}},
+        "shapes": {
+            "Req": {
+                "type": "structure",
+                "members": {
+                    "SecretId": {"shape": "Id", "documentation": "<p>which</p>"},
+                    "documentation": {"shape": "Id"},  # a member named so is no doc string
+                },
+                "documentationUrl": "https://docs.aws.amazon.com/",
+            },
+            "Id": {"type": "string"},
+        },
+    }
+    (version / "service-2.json.gz").write_bytes(gzip.compress(json.dumps(model).encode()))
+    (version / "examples-1.json").write_text('{"examples": {}}')
+    services = tmp_path / "services.txt"
+    services.write_text("secretsmanager\n")
+
+    assert trim_bundle().main(["trim_bundle.py", str(site), str(services)]) == 0
+
+    kept = json.loads(gzip.decompress((version / "service-2.json.gz").read_bytes()))
+    assert kept == {
+        "metadata": {"endpointPrefix": "secretsmanager"},
+        "operations": {"DescribeSecret": {"name": "DescribeSecret"}},
+        "shapes": {
+            "Req": {
+                "type": "structure",
+                "members": {"SecretId": {"shape": "Id"}, "documentation": {"shape": "Id"}},
+            },
+            "Id": {"type": "string"},
+        },
+    }
+    assert not (version / "examples-1.json").exists()

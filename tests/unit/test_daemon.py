@@ -184,7 +184,13 @@ class SteppingMailbox(Mailbox):
 
 
 class World:
-    def __init__(self, config: Config, max_waits: int = 50, watchdog_usec: str = "") -> None:
+    def __init__(
+        self,
+        config: Config,
+        max_waits: int = 50,
+        watchdog_usec: str = "",
+        ready_sent: bool = False,
+    ) -> None:
         self.clock = Clock()
         self.log: List[str] = []
         self.sent: List[str] = []
@@ -234,6 +240,7 @@ class World:
             rng=random.Random(7),
             monotonic=lambda: self.clock.mono,
             wall=lambda: self.clock.wall,
+            ready_sent=ready_sent,
         )
 
     @property

@@ -52,6 +52,19 @@ def test_with_every_certificate_installed_ready_comes_before_any_pass() -> None:
     assert world.log.index("READY") < world.log.index("sync a,b")
 
 
+def test_ready_sent_before_the_loop_is_not_sent_again_and_holds_no_first_install() -> None:
+    """startup.py sent READY=1 (every file was in place when it looked, httpd may be starting on
+    them): the loop sends STATUS= only, and files gone since are its first pass's, not a first
+    install held before a READY=1 that is already out."""
+    world = World(make_config(), max_waits=2, ready_sent=True)
+    world.agents[0].missing = ["b"]
+    world.loop.run()
+    assert not [m for m in world.sent if m.startswith("READY=1")]
+    assert world.log[:3] == ["recover (no reload)", "STATUS", "sync a,b"]
+    assert world.liveness.ready_sent  # the liveness thread never sends a late one either
+    assert world.statuses()[0] == "2 certificate(s), polling every 300 s"  # the mode, as READY's
+
+
 def test_with_httpd_running_a_missing_certificate_does_not_hold_ready() -> None:
     """A restart after the live dir was wiped: httpd runs, and reloading it before READY would
     wait for the agent's own start job (httpd is ordered after it)."""
