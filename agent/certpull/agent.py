@@ -16,14 +16,14 @@ from datetime import datetime, timezone
 from typing import AbstractSet, Callable, List, Optional, Sequence, Union
 
 from certpull import oneshot
-from certpull.bundle import CertBundle, NotYetValid, installed_bundle, validate
+from certpull.bundle_data import CertBundle, NotYetValid
 from certpull.compat import CompatLinks
 from certpull.config import CertConfig, Config
-from certpull.errors import BundleError, ReloadError, SourceError, StoreError
+from certpull.errors import BundleError, ReloadError, SourceError, StoreError, X509WorkerError
 from certpull.heal import Healer, active_is, installed_expiry, intact, moved_back, same_bytes
 from certpull.httpd import wait_until_served
 from certpull.install import Candidate, Installer, Watch
-from certpull.interfaces import Defer, ServedCheck, Server, Source, StateStore
+from certpull.interfaces import X509, Defer, ServedCheck, Server, Source, StateStore
 from certpull.layout import CERT_FILE
 from certpull.logs import cert_fields
 from certpull.outcome import Outcome, PassReport, Status
@@ -69,9 +69,11 @@ class Agent:
         monotonic: Callable[[], float] = time.monotonic,
         log_outcomes: bool = True,
         defer_grace: bool = False,
+        x509: Optional[X509] = None,
     ) -> None:
         """``defer_grace``: end a reload's liveness grace once its new leaves are served and
-        leave the rest to ``watch_reload`` (the daemon calls it between passes)."""
+        leave the rest to ``watch_reload`` (the daemon calls it between passes). ``x509``: the
+        daemon's worker process (x509_worker.Worker); by default this process does it."""
         self.config = config
         self.log_outcomes = log_outcomes  # the CLI prints outcomes itself; the daemon logs them
         self.source = source
@@ -83,7 +85,8 @@ class Agent:
         self.installer = Installer(
             httpd, served_check, config.agent.verify_timeout_s, defer_grace=defer_grace
         )
-        self.healer = Healer(state_file, self.installer, clock)
+        self.x509 = x509 if x509 is not None else _in_process()
+        self.healer = Healer(state_file, self.installer, clock, self.x509)
 
     # --- public passes -----------------------------------------------------------------------
 
@@ -359,7 +362,7 @@ class Agent:
             rejected = cstate.rejected
             if rejected is not None and rejected.version_id == version_id:
                 return refused_again(cert, cstate, now, version_id)
-            installed_not_after = installed_expiry(live, cstate)
+            installed_not_after = installed_expiry(live, cstate, self.x509)
             allowed, why = install_allowed(
                 windows,
                 datetime.fromtimestamp(now, timezone.utc),
@@ -393,7 +396,7 @@ class Agent:
                 )
                 installed_not_after = None
             try:
-                bundle = validate(  # (3)
+                bundle = self.x509.validate(  # (3)
                     value.secret_string,
                     cert.policy,
                     datetime.fromtimestamp(now, timezone.utc),
@@ -402,14 +405,17 @@ class Agent:
             except NotYetValid as early:
                 if early.not_before.timestamp() - now > NOT_BEFORE_PENDING_S:
                     raise  # not skew nor a fresh issuance: a BundleError, reported below
-                return pending_until(cert, cstate, now, value, early, installed_not_after)
+                return pending_until(
+                    cert, cstate, now, value, early, installed_not_after, self.x509
+                )
         except SourceError as exc:
             return record_failure(
                 cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", exc.transient
             )
-        except BundleError as exc:
+        except BundleError as exc:  # the worker's failure is transient, the bundle's is not
+            transient = isinstance(exc, X509WorkerError)
             return record_failure(
-                cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", False
+                cert, cstate, now, f"{cert.name} ({cert.secret_arn}): {exc}", transient
             )
         except StoreError as exc:  # the live directory itself is unreadable: this cert only
             return record_failure(cert, cstate, now, f"{cert.name}: {exc}", True)
@@ -496,7 +502,7 @@ class Agent:
         """The installed files, to reload and verify (nothing is published; a failure keeps
         them: they are what is installed)."""
         installed = cstate.installed
-        bundle = installed_bundle(live.read_all())
+        bundle = self.x509.installed_bundle(live.read_all())
         return Candidate(
             cert,
             installed.version_id if installed else version_id,
@@ -554,3 +560,10 @@ def _mark_reload_pending(state: State, names: AbstractSet[str]) -> None:
         cstate = state.certs.get(name)
         if cstate is not None and cstate.installed is not None:
             cstate.reload_pending = True
+
+
+def _in_process() -> X509:
+    """bundle.InProcess, imported only when no worker is passed (one-shot commands, tests)."""
+    from certpull.bundle import InProcess  # noqa: PLC0415 - cryptography stays out of `run`
+
+    return InProcess()

@@ -14,8 +14,7 @@ CERTIFICATE_PEM``) and never carry key material; exceptions from parsing are nev
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -32,6 +31,7 @@ from certpull.bundle_chain import (
     is_self_signed,
     verify_path,
 )
+from certpull.bundle_data import CertBundle, LeafInfo, NotYetValid, utc_text
 from certpull.bundle_names import certificate_covers, common_name, covers_in, san
 from certpull.bundle_parse import (
     CERT_LABEL,
@@ -48,55 +48,6 @@ from certpull.errors import BundleError
 from certpull.layout import CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE
 
 _SUPPORTED_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
-
-
-@dataclass(frozen=True)
-class LeafInfo:
-    """What ``status`` and the state file show about a certificate."""
-
-    serial: str  # lowercase hex, no separators
-    fingerprint_sha256: str  # lowercase hex of the DER, no separators
-    subject: str  # RFC 4514
-    issuer: str
-    names: Tuple[str, ...]  # SAN DNS names and IP addresses, in certificate order
-    not_before: dt.datetime  # timezone-aware UTC
-    not_after: dt.datetime
-    key_type: str  # e.g. "RSA-2048", "EC-P256"
-
-
-class NotYetValid(BundleError):
-    """The leaf's notBefore is still ahead (clock skew, a certificate issued seconds ago): the
-    agent keeps the version pending and installs it then; it is not a failure."""
-
-    def __init__(self, message: str, leaf: LeafInfo) -> None:
-        super().__init__(message)
-        self.leaf = leaf
-        self.not_before = leaf.not_before
-
-
-@dataclass(frozen=True)
-class CertBundle:
-    """A validated bundle in canonical PEM (LF line endings), ready to be written as four files."""
-
-    cert_pem: bytes  # the leaf
-    chain_pem: bytes  # intermediates (+ root only if include_root); b"" if none
-    fullchain_pem: bytes  # leaf + chain
-    key_pem: bytes = field(repr=False)  # unencrypted PKCS#8
-    leaf: LeafInfo
-    certificate_arn: Optional[str] = None
-    # The chain certificate served with the leaf that expires first (None: no chain served).
-    chain_not_after: Optional[dt.datetime] = None
-    chain_expiring: str = ""
-    warnings: Tuple[str, ...] = ()  # installable, but worth a line in the log and in status
-
-    def files(self) -> Dict[str, bytes]:
-        """The live directory's file names mapped to their content."""
-        return {
-            CERT_FILE: self.cert_pem,
-            CHAIN_FILE: self.chain_pem,
-            FULLCHAIN_FILE: self.fullchain_pem,
-            KEY_FILE: self.key_pem,
-        }
 
 
 def validate(
@@ -341,11 +292,26 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def utc_text(moment: dt.datetime) -> str:
-    """A moment as messages and the record show it: ``2026-12-02T04:17:27Z``."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _require_aware(moment: dt.datetime, what: str) -> None:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{what} must be a timezone-aware datetime")
+
+
+class InProcess:
+    """``interfaces.X509`` in this process: one-shot commands, tests, and the X.509 worker's own
+    side (x509_worker.serve)."""
+
+    def validate(
+        self,
+        secret_string: str,
+        policy: BundlePolicy,
+        now: dt.datetime,
+        installed_not_after: Optional[dt.datetime] = None,
+    ) -> CertBundle:
+        return validate(secret_string, policy, now, installed_not_after)
+
+    def installed_bundle(self, files: Mapping[str, bytes]) -> CertBundle:
+        return installed_bundle(files)
+
+    def leaf_info(self, cert_pem: bytes) -> LeafInfo:
+        return leaf_info(cert_pem)

@@ -49,6 +49,11 @@ class BundleError(CertpullError):
     """The secret's content is not a certificate bundle that may be installed."""
 
 
+class X509WorkerError(BundleError):
+    """The X.509 worker process (x509_worker.py) could not start or did not answer: nothing is
+    known about the bundle, so the install does not happen, and the next pass tries again."""
+
+
 class StoreError(CertpullError):
     """Writing, activating or rolling back files on disk failed."""
 

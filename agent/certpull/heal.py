@@ -13,12 +13,12 @@ import logging
 from datetime import datetime
 from typing import Callable, Optional
 
-from certpull.bundle import CertBundle, leaf_info
+from certpull.bundle_data import CertBundle
 from certpull.config import CertConfig
 from certpull.errors import BundleError, ReloadError, StoreError
 from certpull.install import Installer
-from certpull.interfaces import StateStore
-from certpull.layout import CERT_FILE, CHAIN_FILE, sanitize_label, version_label
+from certpull.interfaces import X509, StateStore
+from certpull.layout import CERT_FILE, sanitize_label, version_label
 from certpull.logs import cert_fields
 from certpull.record import installed_record, record_verified
 from certpull.state import CertState, State, StateDamaged, parse_time
@@ -34,11 +34,16 @@ class Healer:
     rebuilt record served."""
 
     def __init__(
-        self, state_file: StateStore, installer: Installer, clock: Callable[[], float]
+        self,
+        state_file: StateStore,
+        installer: Installer,
+        clock: Callable[[], float],
+        x509: X509,
     ) -> None:
         self.state_file = state_file
         self.installer = installer
         self.clock = clock
+        self.x509 = x509
 
     def load_state(self) -> State:
         """state.json, or an empty state when it is damaged (kept aside; the record of each
@@ -70,12 +75,7 @@ class Healer:
                 return
             files = live.read_all()
             cstate.installed = installed_record(
-                self.clock(),
-                version_label(active),
-                active,
-                files[CERT_FILE],
-                files.get(CHAIN_FILE, b""),
-                None,
+                self.clock(), version_label(active), active, self.x509.installed_bundle(files), None
             )
         except (StoreError, BundleError, KeyError):
             return
@@ -130,8 +130,7 @@ class Healer:
             self.clock(),
             version_id,
             target,
-            live.read(CERT_FILE),
-            live.read(CHAIN_FILE),
+            self.x509.installed_bundle(live.read_all()),
             previous.certificate_arn if previous is not None else None,
         )
         cstate.previous = None
@@ -168,14 +167,14 @@ def same_bytes(live: LiveDir, bundle: CertBundle) -> bool:
         return False
 
 
-def installed_expiry(live: LiveDir, cstate: CertState) -> Optional[datetime]:
+def installed_expiry(live: LiveDir, cstate: CertState, x509: X509) -> Optional[datetime]:
     """Expiry of what the agent installed. The live cert.pem when the active version is
     intact (its manifest proves certpull wrote it): state.json is only a cache of it, and a
     damaged record must not refuse every rotation as a downgrade. Else the record (an
     edited cert.pem must not decide what may replace it)."""
     try:
         if live.current() is not None and not live.verify_links():
-            return leaf_info(live.read(CERT_FILE)).not_after
+            return x509.leaf_info(live.read(CERT_FILE)).not_after
     except (StoreError, BundleError, OSError):
         pass
     if cstate.installed is not None and cstate.installed.not_after:

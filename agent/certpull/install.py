@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from certpull.bundle import CertBundle
+from certpull.bundle_data import CertBundle
 from certpull.compat import CompatLinks
 from certpull.config import CertConfig
 from certpull.errors import ReloadError, StoreError

@@ -21,7 +21,8 @@ from typing import (
 )
 
 if TYPE_CHECKING:
-    from certpull.config import CertConfig
+    from certpull.bundle_data import CertBundle, LeafInfo
+    from certpull.config import BundlePolicy, CertConfig
     from certpull.httpd import GraceWatch, VerifyTarget
     from certpull.outcome import PassReport
     from certpull.source import SecretValue
@@ -39,6 +40,24 @@ class Source(Protocol):
     def fetch_current(
         self, secret_arn: str, role_arn: Optional[str] = None, external_id: Optional[str] = None
     ) -> SecretValue: ...
+
+
+class X509(Protocol):
+    """The X.509 work of a pass (bundle.py's functions): in this process for one-shot commands
+    (bundle.InProcess), in a short-lived worker process for the daemon (x509_worker.Worker), so
+    that cryptography never stays loaded in it. Each raises BundleError with a one-line reason."""
+
+    def validate(
+        self,
+        secret_string: str,
+        policy: BundlePolicy,
+        now: datetime,
+        installed_not_after: Optional[datetime] = None,
+    ) -> CertBundle: ...
+
+    def installed_bundle(self, files: Mapping[str, bytes]) -> CertBundle: ...
+
+    def leaf_info(self, cert_pem: bytes) -> LeafInfo: ...
 
 
 class Server(Protocol):

@@ -142,5 +142,6 @@ def step_bound_s(agent: AgentConfig) -> float:
 
 def overrun_bound_s(agent: AgentConfig) -> float:
     """How far a pass may run past its deadline: the certificate it is inside (AssumeRole,
-    DescribeSecret, GetSecretValue) and the install step after it."""
-    return 3 * call_bound_s(agent) + step_bound_s(agent)
+    DescribeSecret, GetSecretValue, and two X.509 worker calls: the installed leaf, the new
+    bundle) and the install step after it."""
+    return 3 * call_bound_s(agent) + 2 * agent.command_timeout_s + step_bound_s(agent)

@@ -14,11 +14,11 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, List, Optional
 
-from certpull.bundle import CertBundle, NotYetValid, chain_expiry, leaf_info, utc_text, validate
+from certpull.bundle_data import CertBundle, NotYetValid, utc_text
 from certpull.config import CertConfig
 from certpull.errors import StoreError
 from certpull.install import LATE_DEATH, Candidate
-from certpull.interfaces import Defer
+from certpull.interfaces import X509, Defer
 from certpull.outcome import Outcome, Status
 from certpull.state import CertState, Installed, Pending, Rejected, State, parse_time
 
@@ -73,13 +73,12 @@ def installed_record(
     now: float,
     version_id: str,
     store_version: str,
-    cert_pem: bytes,
-    chain_pem: bytes,
+    bundle: CertBundle,
     arn: Optional[str],
 ) -> Installed:
     """The record of installed files; what status needs about them (status parses no PEM)."""
-    info = leaf_info(cert_pem)
-    chain_not_after, chain_expiring = chain_expiry(chain_pem)
+    info = bundle.leaf
+    chain_not_after, chain_expiring = bundle.chain_not_after, bundle.chain_expiring
     return Installed(
         version_id=version_id,
         store_version=store_version,
@@ -165,13 +164,14 @@ def pending_until(
     value: SecretValue,
     early: NotYetValid,
     installed_not_after: Optional[datetime],
+    x509: X509,
 ) -> Outcome:
     """Validation stopped at a notBefore at most NOT_BEFORE_PENDING_S ahead (clock skew, a
     fresh issuance). Checked
     as it will be at that time: a bundle with another problem fails now, with its reason;
     a good one is pending and installed then, not an error with backoff."""
     start = early.not_before
-    validate(value.secret_string, cert.policy, start, installed_not_after)  # BundleError
+    x509.validate(value.secret_string, cert.policy, start, installed_not_after)  # BundleError
     cstate.pending = Pending(
         version_id=value.version_id,
         serial=early.leaf.serial,
@@ -233,8 +233,7 @@ def _record_install(cand: Candidate, cstate: CertState, now: float) -> Outcome:
         now,
         cand.version_id,
         cand.store_version,
-        cand.bundle.cert_pem,
-        cand.bundle.chain_pem,
+        cand.bundle,
         cand.bundle.certificate_arn,
     )
     remember(cstate.version_history, cand.version_id)

@@ -25,6 +25,7 @@ from certpull.wiring_local import compat_factory
 
 log = logging.getLogger("certpull")
 
+
 def files_in_place(config: Config) -> bool:
     """Every certificate has an active version whose links are intact, and every compat link
     points at its live file. Read-only; a problem of any kind answers False (the loop recovers)."""

@@ -40,6 +40,7 @@ from certpull.splay import host_splay_s
 from certpull.state import State, StateFile
 from certpull.triggers import Mailbox
 from certpull.wiring_local import command_runner, compat_factory, live_dir_factory, selinux_restorer
+from certpull.x509_worker import Worker
 
 if TYPE_CHECKING:
     from certpull.doctor import Doctor
@@ -84,6 +85,7 @@ def build_agent(
     on_describe: Optional[Callable[[str, Mapping[str, Any]], None]] = None,
     defer_grace: bool = False,
     session: Optional[botocore.session.Session] = None,
+    x509_worker: bool = False,
 ) -> Agent:
     """The Agent with real adapters: botocore clients, subprocesses, files, TLS handshakes.
 
@@ -91,6 +93,8 @@ def build_agent(
     ``on_describe`` sees each DescribeSecret answer (the daemon's ``RotationBook``).
     ``defer_grace``: the daemon's agent ends httpd's liveness grace early and watches the rest
     between passes; a one-shot command waits it out. ``session``: see aws_clients.
+    ``x509_worker``: the X.509 work in a worker process (the daemon: cryptography never loads in
+    it), bounded by `command_timeout_s`; else in this process.
     """
     runner = runner or command_runner(config.agent)
     return Agent(
@@ -102,6 +106,7 @@ def build_agent(
         compat_for=compat_factory(config),
         log_outcomes=log_outcomes,
         defer_grace=defer_grace,
+        x509=Worker(config.agent.command_timeout_s) if x509_worker else None,
     )
 
 
@@ -187,7 +192,11 @@ def build_daemon(
     return AgentLoop(
         config,
         make_agent=functools.partial(
-            build_agent, on_describe=book.record, defer_grace=True, session=session
+            build_agent,
+            on_describe=book.record,
+            defer_grace=True,
+            session=session,
+            x509_worker=True,
         ),
         load=load,
         notifier=notifier or Notifier(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -52,6 +53,25 @@ def test_rotation_is_picked_up_by_polling(site: Site, daemon: Daemon) -> None:
     assert state["daemon"]["stopped_at"] is not None  # type: ignore[index]
     keys_pem = [site.first_leaf.key_pem(), leaf_b.key_pem()]  # type: ignore[attr-defined]
     assert not contains_key_material(daemon.log() + json.dumps(state), keys_pem)
+
+
+def test_the_daemon_never_loads_cryptography_its_x509_work_runs_in_workers(
+    site: Site, daemon: Daemon
+) -> None:
+    """cryptography keeps ~10 MiB resident once loaded: the daemon validates a rotation (and
+    reads back the installed leaf) in worker processes, so none of it is ever mapped into it."""
+    leaf_b = site.pki.leaf(slot=3)
+    site.put(leaf_b)
+    daemon.wait_for("new leaf served", lambda: site.serves(leaf_b.der), timeout_s=30)
+    fingerprint = hashlib.sha256(leaf_b.der).hexdigest()
+    daemon.wait_for(
+        "the install recorded",
+        lambda: site.state()["certs"]["www"]["installed"]["fingerprint_sha256"] == fingerprint,  # type: ignore[index]
+    )
+    maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
+    assert "_ssl" in maps  # the probe sees the daemon's extension modules
+    assert "cryptography" not in maps and "_rust.abi3" not in maps
+    assert daemon.stop() == 0
 
 
 def test_sighup_with_broken_config_keeps_running_and_reports_it(site: Site, daemon: Daemon) -> None:

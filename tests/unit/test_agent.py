@@ -13,8 +13,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 import pytest
 
 from certpull.agent import Agent
+from certpull.bundle import InProcess
+from certpull.bundle_data import CertBundle
 from certpull.config import Config, parse_config
-from certpull.errors import ReloadError, SourceError
+from certpull.errors import ReloadError, SourceError, X509WorkerError
 from certpull.httpd import GraceWatch, TargetUnreachable, VerifyTarget
 from certpull.outcome import Status
 from certpull.pem import first_cert_der
@@ -536,3 +538,26 @@ def test_the_rest_of_a_grace_goes_on_in_the_agent_a_config_reload_builds(deferre
     httpd.now = 1.0
     assert reloaded.watch_reload() == ["a"]
     assert saved(tmp)["certs"]["a"]["installed"]["version_id"] == "a1"
+
+
+class FailingX509(InProcess):
+    """The daemon's X.509 worker when its child cannot start (fork refused, interpreter gone)."""
+
+    def validate(self, *args: object, **kwargs: object) -> CertBundle:
+        raise X509WorkerError("cannot start the X.509 worker: Resource temporarily unavailable")
+
+
+def test_a_worker_that_cannot_validate_keeps_the_last_good_and_is_transient(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, tmp_path = world
+    install_both(agent, source, httpd)
+    before = live_cert(tmp_path, "a")
+    agent.x509 = FailingX509()
+    put(source, "a", "a2", PKI.leaf(slot=12))
+    report = agent.sync(["a"])
+    (outcome,) = report.outcomes
+    assert outcome.status == Status.FAILED and outcome.transient
+    assert "cannot start the X.509 worker" in outcome.message
+    assert live_cert(tmp_path, "a") == before and httpd.calls == []
+    assert agent.state_file.load().certs["a"].rejected is None  # the bundle was never judged
+    agent.x509 = InProcess()
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}

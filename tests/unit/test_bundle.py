@@ -11,7 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from certpull.bundle import CertBundle, leaf_info, validate
+from certpull.bundle import leaf_info, validate
+from certpull.bundle_data import CertBundle
 from certpull.bundle_names import certificate_covers, covers
 from certpull.config import BundlePolicy
 from certpull.errors import BundleError

@@ -15,7 +15,8 @@ from typing import Dict, Optional
 
 import pytest
 
-from certpull.bundle import NotYetValid, validate
+from certpull.bundle import validate
+from certpull.bundle_data import NotYetValid
 from certpull.errors import BundleError
 from tests.bad_secrets import DEFAULT_POLICY
 from tests.pki import ACCEPTED_KEYS, Pki, make_ca, make_leaf, now, openssl_leaf, pkcs12_text

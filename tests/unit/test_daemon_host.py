@@ -156,9 +156,9 @@ def test_a_pass_holds_a_watchdog_lease_beyond_its_deadline_by_one_step_at_most()
 
     world.agent.sync = sync  # type: ignore[method-assign]
     world.loop.run()
-    # shipped timeouts: 3 x (5 + 15) s per call + 6 s backoff, three calls; 4 x 60 s of commands,
-    # 2 x 10 s of verify, 10 s slack
-    assert leases == [PASS_DEADLINE_S + 3 * 66.0 + 270.0]
+    # shipped timeouts: 3 x (5 + 15) s per call + 6 s backoff, three calls; two X.509 worker
+    # calls of 60 s; 4 x 60 s of commands, 2 x 10 s of verify, 10 s slack
+    assert leases == [PASS_DEADLINE_S + 3 * 66.0 + 2 * 60.0 + 270.0]
 
 
 def test_status_says_failing_while_a_certificate_fails_even_in_passes_over_others() -> None:
