@@ -4,7 +4,8 @@ stages     a child interpreter walks through what `certpull run` does, in order,
            (RssAnon, RssFile) after each stage:
              python      the bare interpreter
              imports     certpull.wiring imported (botocore, cryptography, watchdog come with it)
-             agent       build_agent(config) (clients are created at their first call)
+             agent       build_agent(config) as build_daemon builds it (clients are created at
+                         their first call; X.509 work in worker processes)
              first pass  one pass over --certs certificates, all current (a DescribeSecret each)
              rotation    a pass that installs a new version of one (GetSecretValue, validate, publish)
              events      the SQS client as build_daemon builds it (its own AwsClients on the
@@ -132,7 +133,7 @@ else:
     stage("imports")
     config = load_config(config_path, lambda p: open(p).read())
     session = botocore.session.get_session()  # as build_daemon: one for the agent and the queue
-    agent = build_agent(config, session=session)
+    agent = build_agent(config, session=session, x509_worker=True)  # as build_daemon
     stage("agent")
     report = agent.sync()
     assert report.ok, [o.message for o in report.outcomes]
