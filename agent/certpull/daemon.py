@@ -367,13 +367,15 @@ class AgentLoop:
     def _reload_config(self) -> None:
         """SIGHUP or an edited config file: a broken config is rejected and the old one kept."""
         self.notifier.reloading()
+        # Watch a conf.d this edit created *before* reading it: an edit made after the read is
+        # then seen, however soon after the outcome is published it comes.
+        self.drift.update()
         try:
             new = self._load(self.config.path)
         except ConfigError as exc:
             reason = str(exc)
             log.error("config reload rejected, keeping the running config: %s", reason)  # noqa: TRY400
             self._update_state(lambda state: setattr(state.daemon, "config_error", reason))
-            self.drift.update()  # a conf.d created by this edit is watched from now on
             self.notifier.ready(f"config rejected: {reason}")
             return
         now = self._monotonic()

@@ -15,14 +15,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_ends_with_a_doctor_run_where_everything_that_applies_passes() -> None:
+    # The event-to-served time is printed, not judged: on a shared machine running two suites
+    # at once it is noise; bench/bench_event_latency.py measures it.
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py")],
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--latency-budget-s", "0"],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "new leaf served to a fresh handshake: " in done.stdout, done.stdout[-6000:]
     section = done.stdout.split("$ certpull doctor\n", 1)[1].split("(exit ", 1)[0]
     lines = section.splitlines()
     assert lines[0].startswith("certpull doctor: OK - "), section

@@ -133,10 +133,11 @@ class FakeAgent:
 
 
 class FakeDrift:
-    def __init__(self) -> None:
+    def __init__(self, log: Optional[List[str]] = None) -> None:
         self.started = self.stopped = False
         self.updates: List[Optional[Mapping[str, object]]] = []
         self.suppressed: List[str] = []
+        self.log = log if log is not None else []
 
     def start(self) -> None:
         self.started = True
@@ -146,6 +147,7 @@ class FakeDrift:
 
     def update(self, paths_to_watch: Optional[Mapping[str, object]] = None) -> None:
         self.updates.append(paths_to_watch)
+        self.log.append("drift update")
 
     @contextlib.contextmanager
     def suppress(self, key: str) -> Iterator[None]:
@@ -195,7 +197,7 @@ class World:
         self.log: List[str] = []
         self.sent: List[str] = []
         self.agents: List[FakeAgent] = []
-        self.drift = FakeDrift()
+        self.drift = FakeDrift(self.log)
         self.next_config: Union[Config, ConfigError, None] = None
         self.mailbox = SteppingMailbox(self.clock, max_waits)
         env = {"NOTIFY_SOCKET": "/run/notify-test"}
@@ -216,6 +218,7 @@ class World:
             return agent
 
         def load(path: str) -> Config:
+            self.log.append("load config")
             if isinstance(self.next_config, ConfigError):
                 raise self.next_config
             assert self.next_config is not None
@@ -362,6 +365,25 @@ def test_a_rejected_config_reload_keeps_the_running_config_and_says_why() -> Non
     assert world.agent.state.daemon.config_error == reason
     assert any(m.startswith("READY=1") and f"config rejected: {reason}" in m for m in world.sent)
     assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in world.sent)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_a_reload_watches_a_new_conf_d_before_it_reads_the_config(accepted: bool) -> None:
+    # An edit of a drop-in in a conf.d created by the edit that triggered this reload must be
+    # seen, however soon it comes after the outcome is published: the directory is watched first.
+    world = World(make_config(), max_waits=3)
+    world.next_config = (
+        make_config()
+        if accepted
+        else ConfigError("unknown key in [agent]", "/etc/certpull/conf.d/50.conf", 2, "x")
+    )
+    world.mailbox.actions[1] = lambda: world.mailbox.post_drift("config")
+    world.loop.run()
+    reloading, reading = world.log.index("RELOADING"), world.log.index("load config")
+    assert "drift update" in world.log[reloading:reading]
+    assert world.agent.state.daemon.config_error == (
+        None if accepted else "/etc/certpull/conf.d/50.conf:2: x: unknown key in [agent]"
+    )
 
 
 def test_a_config_reload_adds_and_removes_certificates() -> None:
