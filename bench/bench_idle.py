@@ -4,8 +4,10 @@ Starts the real daemon with `--certs` certificates (3 by default) against moto a
 Apache, waits for its first pass, installs `--rotations` new versions of `www` (1 by default: the
 figure that counts is the agent after a rotation, with everything a pass loads loaded; an event in
 events mode, SIGUSR1 in poll mode), then samples /proc/PID/status (VmRSS, RssAnon, RssFile,
-VmHWM) and /proc/PID/stat (utime + stime) every `--sample` seconds over `--window` seconds while
-nothing changes. CPU per hour is extrapolated linearly: `cpu_s_in_window * 3600 / window`.
+VmHWM) and /proc/PID/stat (utime + stime, with its reaped children's) every `--sample` seconds
+over `--window` seconds while nothing changes, and apart the RSS of its live children (the X.509
+worker while it lingers after the rotation). CPU per hour is extrapolated linearly:
+`cpu_s_in_window * 3600 / window`.
 
 Baselines measured in the same run: the bare interpreter the agent runs on (`python -c` that
 sleeps: what any Python process costs), and with `--variant` (repeatable) the unmodified agent,
@@ -25,6 +27,7 @@ on this interpreter. Intervals are the production defaults unless given: poll mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -42,23 +45,54 @@ MIB = 1024.0
 
 
 def cpu_s(pid: int) -> float:
-    """utime + stime of `pid` in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    """utime + stime of `pid` and of its reaped children (the X.509 worker, httpd's commands), in
+    seconds (fields 14-17 of /proc/PID/stat)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         fields = handle.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+
+
+def descendants(pid: int) -> List[int]:
+    """Live descendants of `pid` (the lingering X.509 worker, a running command)."""
+    found: List[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as handle:
+                    kids = [int(k) for k in handle.read().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def children_rss_kib(pid: int) -> int:
+    total = 0
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            total += memory_kib(child).get("VmRSS", 0)
+    return total
 
 
 def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def sample(pid: int, window_s: float, every_s: float) -> List[Tuple[float, float, int]]:
-    """(seconds since start, cpu seconds, VmRSS KiB) every `every_s` for `window_s`."""
+def sample(pid: int, window_s: float, every_s: float) -> List[Tuple[float, float, int, int]]:
+    """(seconds since start, cpu seconds, VmRSS KiB, children's VmRSS KiB) every `every_s` for
+    `window_s`."""
     started = time.monotonic()
     samples = []
     while True:
         now = time.monotonic() - started
-        samples.append((now, cpu_s(pid), memory_kib(pid)["VmRSS"]))
+        samples.append((now, cpu_s(pid), memory_kib(pid)["VmRSS"], children_rss_kib(pid)))
         if now >= window_s:
             return samples
         time.sleep(min(every_s, max(0.0, window_s - now)))
@@ -97,7 +131,8 @@ def measure_once(args: argparse.Namespace, runtime: Runtime, variants: List[str]
             raise SystemExit(f"certpull run did not exit 0:\n{daemon.log()}")
     window = samples[-1][0] - samples[0][0]
     cpu = samples[-1][1] - samples[0][1]
-    rss = [kib for _, _, kib in samples]
+    rss = [kib for _, _, kib, _ in samples]
+    kids = [kib for _, _, _, kib in samples]
     return {
         "window_s": round(window, 1),
         "cpu_s_in_window": round(cpu, 3),
@@ -109,6 +144,8 @@ def measure_once(args: argparse.Namespace, runtime: Runtime, variants: List[str]
         "rss_file_kib": memory.get("RssFile"),
         "pss_kib": memory.get("Pss"),
         "rss_kib_peak_vmhwm": memory["VmHWM"],
+        "children_rss_kib_median": statistics.median(kids),
+        "children_rss_kib_max": max(kids),
         "threads": thread_count,
         "aws_calls_in_window": calls,
     }
@@ -167,6 +204,8 @@ def main() -> None:
                 "pss_mib": round(median_of(runs, "pss_kib") / MIB, 2),
                 "peak_mib": round(median_of(runs, "rss_kib_peak_vmhwm") / MIB, 2),
                 "cpu_s_per_hour": round(median_of(runs, "cpu_s_per_hour"), 2),
+                "children_rss_mib": round(median_of(runs, "children_rss_kib_median") / MIB, 2),
+                "children_rss_mib_max": round(median_of(runs, "children_rss_kib_max") / MIB, 2),
                 "threads": runs[0]["threads"],
                 "aws_calls_in_window": runs[0]["aws_calls_in_window"],
                 "runs_rss_mib": [round(r["rss_kib_median"] / MIB, 2) for r in runs],
@@ -178,7 +217,9 @@ def main() -> None:
                 f"file {summary['rss_file_mib']:.1f}; PSS {summary['pss_mib']:.1f}; peak "
                 f"{summary['peak_mib']:.1f}) = {summary['rss_mib'] / (interpreter / MIB):.2f}x the "
                 f"interpreter, {summary['rss_mib'] - base:+.1f} MiB vs {results[0]['variant']}; "
-                f"CPU {summary['cpu_s_per_hour']} s/h; {summary['threads']} threads"
+                f"CPU {summary['cpu_s_per_hour']} s/h (children included); "
+                f"{summary['threads']} threads; children RSS {summary['children_rss_mib']:.1f} "
+                f"MiB (max {summary['children_rss_mib_max']:.1f} in the window)"
             )
         mine = next(r for r in results if r["variant"] == "agent as is")
         print(f"  AWS calls in the window: {mine['aws_calls_in_window']}")

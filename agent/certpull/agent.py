@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from datetime import datetime, timezone
-from typing import AbstractSet, Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, AbstractSet, Callable, List, Optional, Sequence, Union
 
 from certpull import oneshot
 from certpull.bundle_data import CertBundle, NotYetValid
@@ -42,6 +42,9 @@ from certpull.record import (
 from certpull.state import CertState, Pending, State
 from certpull.store import LiveDir
 from certpull.windows import InstallWindows, install_allowed
+
+if TYPE_CHECKING:
+    from certpull.source import SecretValue
 
 log = logging.getLogger("certpull")
 
@@ -320,6 +323,12 @@ class Agent:
             return list(self.config.certs)
         return [self.config.cert(name) for name in names]
 
+    def _fetch_new(self, cert: CertConfig) -> SecretValue:
+        """GetSecretValue of a version to install; the X.509 worker gets ready meanwhile (its
+        interpreter start overlaps the call)."""
+        self.x509.prepare()
+        return self.source.fetch_current(cert.secret_arn, cert.role_arn, cert.external_id)
+
     def _prepare(
         self,
         cert: CertConfig,
@@ -383,9 +392,7 @@ class Agent:
                     f"{cert.name}: version {version_id} is pending ({why})",
                     version_id,
                 )
-            value = self.source.fetch_current(
-                cert.secret_arn, cert.role_arn, cert.external_id
-            )  # (2)
+            value = self._fetch_new(cert)  # (2)
             if moved_back(cstate, live, value.version_id):
                 log.info(
                     "%s: AWSCURRENT moved back to version %s, which this host installed before: "

@@ -315,3 +315,6 @@ class InProcess:
 
     def leaf_info(self, cert_pem: bytes) -> LeafInfo:
         return leaf_info(cert_pem)
+
+    def prepare(self) -> None:
+        """Nothing to get ready: cryptography is loaded here."""

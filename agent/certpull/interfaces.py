@@ -44,8 +44,8 @@ class Source(Protocol):
 
 class X509(Protocol):
     """The X.509 work of a pass (bundle.py's functions): in this process for one-shot commands
-    (bundle.InProcess), in a short-lived worker process for the daemon (x509_worker.Worker), so
-    that cryptography never stays loaded in it. Each raises BundleError with a one-line reason."""
+    (bundle.InProcess), in a worker process for the daemon (x509_worker.Worker), so that
+    cryptography never stays loaded in it. Each raises BundleError with a one-line reason."""
 
     def validate(
         self,
@@ -58,6 +58,10 @@ class X509(Protocol):
     def installed_bundle(self, files: Mapping[str, bytes]) -> CertBundle: ...
 
     def leaf_info(self, cert_pem: bytes) -> LeafInfo: ...
+
+    def prepare(self) -> None:
+        """A call comes soon (a new version is being fetched): get ready for it meanwhile."""
+        ...
 
 
 class Server(Protocol):

@@ -1,32 +1,44 @@
-"""The daemon's X.509 work in a short-lived worker process: cryptography never loads in `run`.
+"""The daemon's X.509 work in a worker process: cryptography never loads in `run`.
 
 cryptography's Rust extension keeps about 10 MiB resident once imported, and nothing unloads it;
 the daemon needs it only for the moments it validates a new bundle or reads an installed leaf.
-So `certpull run` hands each such call (interfaces.X509) to a fresh interpreter of its own, with
+So `certpull run` hands each such call (interfaces.X509) to a child interpreter of its own, with
 its own flags and sys.path: the request (function name and arguments, the secret's text with its
 private key among them) goes down a pipe to the child's stdin, never to argv, the environment or
-a file; the child runs bundle.InProcess, writes the pickled result or BundleError to its stdout
-and exits. One-shot commands run bundle.InProcess directly (their process ends anyway).
+a file; the child runs bundle.InProcess and writes the pickled result or BundleError back on its
+stdout, each message length-prefixed. One-shot commands run bundle.InProcess directly.
+
+A child stays ``linger_s`` after its last answer (then its stdin is closed and it exits), so a
+burst of rotations pays one interpreter start and one cryptography import (~115 ms on Python 3.9),
+not one per call, and an idle agent still holds no cryptography. The child also leaves on its own
+after ``linger_s`` plus IDLE_GRACE_S without a request, should the daemon be stopped or gone.
 
 The leaf of every bundle a child validated or read is kept here, keyed by the SHA-256 of its
 cert.pem (the last LEAF_CACHE), so reading that leaf back from the live directory (the installed
-expiry every install pass checks first) needs no second child: a pure function memoized on its
-input bytes, not a cache of state.json.
+expiry every install pass checks first) needs no call: a pure function memoized on its input
+bytes, not a cache of state.json.
 
-A child that cannot start, dies, or outlives ``timeout_s`` is an X509WorkerError (a transient
-BundleError: that install does not happen, the last good certificate stays, the next pass tries
-again); its stderr's last line is the only thing of it a message shows.
+A child that cannot start, dies without answering, or outlives ``timeout_s`` is an
+X509WorkerError (a transient BundleError: that install does not happen, the last good
+certificate stays, the next pass tries again); its stderr's last line is the only thing of it a
+message shows. A lingering child that gives no answer (killed meanwhile) is replaced once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import os
 import pickle
+import select
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections import OrderedDict
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, cast
 
 from certpull.bundle_data import CertBundle, LeafInfo
 from certpull.config import BundlePolicy
@@ -34,7 +46,12 @@ from certpull.errors import BundleError, X509WorkerError
 
 CALLS = ("validate", "installed_bundle", "leaf_info")
 LEAF_CACHE = 16
-BOOT = "import sys; sys.path[:] = {paths!r}; from certpull.x509_worker import serve; serve()"
+LINGER_S = 10.0
+IDLE_GRACE_S = 30.0
+BOOT = (
+    "import sys; sys.path[:] = {paths!r}; from certpull.x509_worker import serve; serve({idle_s!r})"
+)
+_LENGTH = struct.Struct(">I")
 
 
 def interpreter_flags(flags: Any = sys.flags) -> List[str]:
@@ -48,8 +65,38 @@ def interpreter_flags(flags: Any = sys.flags) -> List[str]:
     return [*out, "-B"]
 
 
+def read_message(fd: int, timeout_s: Optional[float]) -> Optional[bytes]:
+    """One length-prefixed message from ``fd``; None at end of file; TimeoutError when it has
+    not all come within ``timeout_s`` (None: wait)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    header = _read_exact(fd, _LENGTH.size, deadline)
+    if header is None:
+        return None
+    return _read_exact(fd, _LENGTH.unpack(header)[0], deadline)
+
+
+def _read_exact(fd: int, size: int, deadline: Optional[float]) -> Optional[bytes]:
+    chunks: List[bytes] = []
+    while size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
 class Worker:
-    """``interfaces.X509`` by one child process per call."""
+    """``interfaces.X509`` by a child process that stays ``linger_s`` after its last call
+    (0: one child per call). Thread-safe: one call at a time."""
 
     def __init__(
         self,
@@ -57,15 +104,28 @@ class Worker:
         python: str = sys.executable,
         flags: Optional[Sequence[str]] = None,
         paths: Optional[Sequence[str]] = None,
+        linger_s: float = LINGER_S,
     ) -> None:
         self.timeout_s = timeout_s
+        self.linger_s = linger_s
         self._leaves: OrderedDict[str, LeafInfo] = OrderedDict()
         self._argv = [
             python,
             *(interpreter_flags() if flags is None else flags),
             "-c",
-            BOOT.format(paths=list(sys.path if paths is None else paths)),
+            BOOT.format(
+                paths=list(sys.path if paths is None else paths), idle_s=linger_s + IDLE_GRACE_S
+            ),
         ]
+        self._lock = threading.Lock()
+        self._child: Optional[subprocess.Popen[bytes]] = None
+        self._retire: Optional[threading.Timer] = None
+
+    @property
+    def child_pid(self) -> Optional[int]:
+        """The lingering child's pid, None when there is none (for status and tests)."""
+        child = self._child
+        return child.pid if child is not None and child.poll() is None else None
 
     def validate(
         self,
@@ -100,52 +160,150 @@ class Worker:
         while len(self._leaves) > LEAF_CACHE:
             self._leaves.popitem(last=False)
 
+    def prepare(self) -> None:
+        """Start a child ahead of the next call, so its interpreter start and cryptography
+        import overlap what comes first (GetSecretValue); it lingers as after a call."""
+        if self.linger_s <= 0:
+            return
+        with self._lock:
+            if self._child is None:
+                try:
+                    self._start()
+                except X509WorkerError:
+                    return  # the call itself will say why
+            self._arm_retire()
+
+    def close(self) -> None:
+        """End the lingering child now (its stdin closed; killed if it does not leave)."""
+        with self._lock:
+            self._cancel_retire()
+            self._end_child()
+
     def _call(self, name: str, *args: Any) -> Any:
-        try:
-            done = subprocess.run(
-                self._argv,
-                input=pickle.dumps((name, args)),
-                capture_output=True,
-                timeout=self.timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise X509WorkerError(
-                f"the X.509 worker did not answer within {self.timeout_s:g} s"
-            ) from None
-        except OSError as exc:
-            raise X509WorkerError(f"cannot start the X.509 worker: {exc.strerror}") from None
+        request = frame(pickle.dumps((name, args)))
+        with self._lock:
+            self._cancel_retire()
+            try:
+                reply = self._exchange(request)
+            finally:
+                if self.linger_s > 0 and self._child is not None:
+                    self._arm_retire()
+                else:
+                    self._end_child()
         try:
             # The child is this program, started by this process: its reply is trusted.
-            kind, payload = (
-                pickle.loads(done.stdout)  # noqa: S301
-                if done.returncode == 0
-                else (None, None)
-            )
+            kind, payload = pickle.loads(reply)  # noqa: S301
         except Exception:
             kind, payload = None, None
         if kind == "ok":
             return payload
         if kind == "error" and isinstance(payload, BundleError):
             raise payload
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        why = f": {lines[-1][:300]}" if lines else ""
-        raise X509WorkerError(f"the X.509 worker failed (exit {done.returncode}){why}")
+        raise X509WorkerError("the X.509 worker failed: its answer could not be read")
+
+    def _exchange(self, request: bytes) -> bytes:
+        """The child's reply to ``request``: from the lingering child, else (or when it gives
+        none) from a fresh one."""
+        reused = self._child is not None
+        while True:
+            reply = self._ask(self._child if self._child is not None else self._start(), request)
+            if reply is not None:
+                return reply
+            code, why = self._end_child()
+            if not reused:
+                raise X509WorkerError(f"the X.509 worker failed (exit {code}){why}")
+            reused = False
+
+    def _ask(self, child: subprocess.Popen[bytes], request: bytes) -> Optional[bytes]:
+        stdin, stdout = cast("IO[bytes]", child.stdin), cast("IO[bytes]", child.stdout)
+        with contextlib.suppress(OSError):  # EPIPE: it has gone, and says so by no reply
+            stdin.write(request)
+            stdin.flush()
+        try:
+            return read_message(stdout.fileno(), self.timeout_s)
+        except TimeoutError:
+            self._end_child(kill=True)
+            raise X509WorkerError(
+                f"the X.509 worker did not answer within {self.timeout_s:g} s"
+            ) from None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        try:
+            self._child = subprocess.Popen(
+                self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise X509WorkerError(f"cannot start the X.509 worker: {exc.strerror}") from None
+        return self._child
+
+    def _end_child(self, kill: bool = False) -> Tuple[Optional[int], str]:
+        """Close the child's stdin and reap it (killed at once with ``kill``, else after 5 s);
+        (exit code, ": its stderr's last line")."""
+        child, self._child = self._child, None
+        if child is None:
+            return None, ""
+        if kill:
+            child.kill()
+        pipes = cast("List[IO[bytes]]", [p for p in (child.stdin, child.stdout) if p])
+        for pipe in pipes:
+            with contextlib.suppress(OSError):
+                pipe.close()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        err = b""
+        if child.stderr is not None:
+            err = child.stderr.read()
+            child.stderr.close()
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        return child.returncode, f": {lines[-1][:300]}" if lines else ""
+
+    def _arm_retire(self) -> None:
+        self._cancel_retire()
+        self._retire = threading.Timer(self.linger_s, self.close)
+        self._retire.daemon = True
+        self._retire.start()
+
+    def _cancel_retire(self) -> None:
+        if self._retire is not None:
+            self._retire.cancel()
+            self._retire = None
 
 
-def serve() -> None:
-    """The child's side: one pickled (name, args) from stdin, one pickled reply to stdout."""
-    name, args = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from the daemon, our parent
+def serve(idle_s: Optional[float] = None) -> None:
+    """The child's side: cryptography first (a fresh child is ready as soon as it can be), then
+    pickled (name, args) requests from stdin, each answered on stdout, until stdin closes or
+    ``idle_s`` passes without one."""
     from certpull.bundle import InProcess  # noqa: PLC0415 - cryptography, in the child only
 
-    call = getattr(InProcess(), name) if name in CALLS else None
+    worker = InProcess()
+    while True:
+        try:
+            request = read_message(0, idle_s)
+        except TimeoutError:
+            return
+        if request is None:
+            return
+        reply = _answer(worker, request)
+        _write_all(1, frame(pickle.dumps(reply)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _answer(worker: Any, request: bytes) -> Any:
     try:
+        name, args = pickle.loads(request)  # noqa: S301 - from the daemon, our parent
+        call = getattr(worker, name) if name in CALLS else None
         if call is None:
-            reply: Any = ("error", X509WorkerError(f"unknown X.509 worker call {name!r}"))
-        else:
-            reply = ("ok", call(*args))
+            return ("error", X509WorkerError(f"unknown X.509 worker call {name!r}"))
+        return ("ok", call(*args))
     except BundleError as exc:
-        reply = ("error", exc)
+        return ("error", exc)
     except Exception as exc:
-        reply = ("error", X509WorkerError(f"the X.509 worker failed: {type(exc).__name__}: {exc}"))
-    sys.stdout.buffer.write(pickle.dumps(reply))
+        return ("error", X509WorkerError(f"the X.509 worker failed: {type(exc).__name__}: {exc}"))

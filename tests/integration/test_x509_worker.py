@@ -1,12 +1,17 @@
 """x509_worker.Worker against real child interpreters: the same answers and errors as
-bundle.InProcess, the key only ever on the child's stdin, bounded failures, and the installed
-leaf read back from memory instead of a second child."""
+bundle.InProcess, the key only ever on the child's stdin, bounded failures, the installed leaf
+read back from memory instead of a call, and one child lingering for a burst of calls, then
+gone."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from certpull.bundle import InProcess
 from certpull.bundle_data import NotYetValid
 from certpull.config import BundlePolicy
 from certpull.errors import BundleError, X509WorkerError
-from certpull.x509_worker import Worker
+from certpull.x509_worker import BOOT, Worker
 from tests.pki import Pki, now
 
 pytestmark = pytest.mark.integration
@@ -74,13 +79,97 @@ def test_the_key_goes_down_the_pipe_never_in_argv(tmp_path: Path) -> None:
 def test_the_leaf_of_a_validated_bundle_is_read_back_without_a_second_child(
     tmp_path: Path,
 ) -> None:
-    worker = Worker(timeout_s=30, python=str(recording_python(tmp_path)))
+    worker = Worker(timeout_s=30, python=str(recording_python(tmp_path)), linger_s=0)
     bundle = worker.validate(PKI.secret_string(PKI.leaf()), POLICY, now())
+    assert worker.child_pid is None  # linger 0: one child per call
     assert worker.leaf_info(bundle.cert_pem) == bundle.leaf  # the installed cert.pem's bytes
     assert len((tmp_path / "argv.log").read_text().splitlines()) == 1
     other = PKI.leaf(slot=7)
     assert worker.leaf_info(other.pem.encode()) == InProcess().leaf_info(other.pem.encode())
     assert len((tmp_path / "argv.log").read_text().splitlines()) == 2  # another leaf: a child
+
+
+def children(tmp_path: Path) -> int:
+    return len((tmp_path / "argv.log").read_text().splitlines())
+
+
+def gone(pid: int, within_s: float = 10.0) -> bool:
+    """The process has exited and been reaped (no zombie left behind)."""
+    deadline = time.monotonic() + within_s
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_burst_of_calls_is_answered_by_one_lingering_child(tmp_path: Path) -> None:
+    worker = Worker(timeout_s=30, python=str(recording_python(tmp_path)), linger_s=60)
+    try:
+        leaves = [PKI.leaf(slot=slot) for slot in (1, 2, 3)]
+        bundles = [worker.validate(PKI.secret_string(leaf), POLICY, now()) for leaf in leaves]
+        assert [b.leaf for b in bundles] == [InProcess().leaf_info(b.cert_pem) for b in bundles]
+        assert len({b.leaf.serial for b in bundles}) == 3
+        pid = worker.child_pid
+        assert pid is not None and children(tmp_path) == 1
+    finally:
+        worker.close()
+    assert gone(pid) and worker.child_pid is None
+
+
+def test_the_lingering_child_is_ended_and_reaped_after_its_linger(tmp_path: Path) -> None:
+    worker = Worker(timeout_s=30, linger_s=0.3)
+    worker.leaf_info(PKI.leaf().pem.encode())
+    pid = worker.child_pid
+    assert pid is not None
+    assert gone(pid)
+    assert worker.child_pid is None
+
+
+def test_a_prepared_child_answers_the_next_call_or_leaves_after_its_linger(tmp_path: Path) -> None:
+    worker = Worker(timeout_s=30, python=str(recording_python(tmp_path)), linger_s=60)
+    try:
+        worker.prepare()  # before GetSecretValue: the child imports while the secret comes
+        prepared = worker.child_pid
+        assert prepared is not None
+        worker.validate(PKI.secret_string(PKI.leaf()), POLICY, now())
+        assert worker.child_pid == prepared and children(tmp_path) == 1
+    finally:
+        worker.close()
+    unused = Worker(timeout_s=30, linger_s=0.3)
+    unused.prepare()  # and then the fetch failed: nothing calls
+    pid = unused.child_pid
+    assert pid is not None and gone(pid)
+    once = Worker(timeout_s=30, linger_s=0)
+    once.prepare()
+    assert once.child_pid is None  # linger 0: a child per call, none ahead
+
+
+def test_a_lingering_child_killed_meanwhile_is_replaced_once(tmp_path: Path) -> None:
+    worker = Worker(timeout_s=30, python=str(recording_python(tmp_path)), linger_s=60)
+    try:
+        worker.leaf_info(PKI.leaf(slot=1).pem.encode())
+        first = worker.child_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # the OOM killer, say
+        other = PKI.leaf(slot=2)
+        assert worker.leaf_info(other.pem.encode()) == InProcess().leaf_info(other.pem.encode())
+        assert worker.child_pid not in (None, first) and children(tmp_path) == 2
+    finally:
+        worker.close()
+
+
+def test_a_child_leaves_on_its_own_when_no_request_comes() -> None:
+    """Should the daemon stop answering (SIGSTOP, a hang), its child does not stay forever."""
+    child = subprocess.Popen(
+        [sys.executable, "-B", "-c", BOOT.format(paths=list(sys.path), idle_s=0.3)],
+        stdin=subprocess.PIPE,  # held open: no end of file tells it to go
+    )
+    try:
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        assert child.stdin is not None
+        child.stdin.close()
 
 
 def test_an_installed_bundle_and_an_unreadable_leaf(tmp_path: Path) -> None:
@@ -109,8 +198,12 @@ def test_a_hung_worker_is_bounded_by_its_timeout(tmp_path: Path) -> None:
     hung = tmp_path / "python"
     hung.write_text("#!/bin/sh\nexec sleep 30\n")
     hung.chmod(0o700)
+    worker = Worker(timeout_s=0.5, python=str(hung))
+    started = time.monotonic()
     with pytest.raises(X509WorkerError, match=r"did not answer within 0\.5 s"):
-        Worker(timeout_s=0.5, python=str(hung)).leaf_info(PKI.leaf().pem.encode())
+        worker.leaf_info(PKI.leaf().pem.encode())
+    assert time.monotonic() - started < 4  # killed at the timeout, not left to linger
+    assert worker.child_pid is None
 
 
 def test_a_crash_inside_the_child_names_its_type_not_its_traceback(tmp_path: Path) -> None:

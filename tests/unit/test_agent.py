@@ -547,6 +547,33 @@ class FailingX509(InProcess):
         raise X509WorkerError("cannot start the X.509 worker: Resource temporarily unavailable")
 
 
+class PreparingX509(InProcess):
+    """Records when the agent asks the worker to get ready, against the source's calls."""
+
+    def __init__(self, calls: List[str]) -> None:
+        self.calls = calls
+
+    def prepare(self) -> None:
+        self.calls.append("prepare")
+
+    def validate(self, *args: Any, **kwargs: Any) -> CertBundle:
+        self.calls.append("validate")
+        return super().validate(*args, **kwargs)
+
+
+def test_the_worker_is_readied_only_before_a_new_version_is_fetched(world) -> None:  # type: ignore[no-untyped-def]
+    agent, source, httpd, _, _ = world
+    install_both(agent, source, httpd)
+    source.calls.clear()
+    agent.x509 = PreparingX509(source.calls)
+    assert statuses(agent.sync(["a"])) == {"a": Status.CURRENT}
+    assert source.calls == ["DescribeSecret"]  # nothing new: no child started for nothing
+    put(source, "a", "a2", PKI.leaf(slot=13))
+    source.calls.clear()
+    assert statuses(agent.sync(["a"])) == {"a": Status.INSTALLED}
+    assert source.calls == ["DescribeSecret", "prepare", "GetSecretValue", "validate"]
+
+
 def test_a_worker_that_cannot_validate_keeps_the_last_good_and_is_transient(world) -> None:  # type: ignore[no-untyped-def]
     agent, source, httpd, _, tmp_path = world
     install_both(agent, source, httpd)
