@@ -65,23 +65,28 @@ def interpreter_flags(flags: Any = sys.flags) -> List[str]:
     return [*out, "-B"]
 
 
-def read_message(fd: int, timeout_s: Optional[float]) -> Optional[bytes]:
+def read_message(fd: int, deadline: Optional[float]) -> Optional[bytes]:
     """One length-prefixed message from ``fd``; None at end of file; TimeoutError when it has
-    not all come within ``timeout_s`` (None: wait)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    not all come by ``deadline`` (time.monotonic; None: wait)."""
     header = _read_exact(fd, _LENGTH.size, deadline)
     if header is None:
         return None
     return _read_exact(fd, _LENGTH.unpack(header)[0], deadline)
 
 
+def write_message(fd: int, payload: bytes, deadline: Optional[float]) -> None:
+    """``payload`` length-prefixed to ``fd``; TimeoutError when the reader has not taken it all
+    by ``deadline`` (a secret can be larger than a pipe holds)."""
+    view = memoryview(_LENGTH.pack(len(payload)) + payload)
+    while view:
+        _wait(fd, deadline, write=True)
+        view = view[os.write(fd, view[: 1 << 16]) :]
+
+
 def _read_exact(fd: int, size: int, deadline: Optional[float]) -> Optional[bytes]:
     chunks: List[bytes] = []
     while size:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
+        _wait(fd, deadline, write=False)
         chunk = os.read(fd, min(size, 1 << 20))
         if not chunk:
             return None
@@ -90,8 +95,17 @@ def _read_exact(fd: int, size: int, deadline: Optional[float]) -> Optional[bytes
     return b"".join(chunks)
 
 
-def frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
+def _wait(fd: int, deadline: Optional[float], write: bool) -> None:
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    readers, writers, _ = (
+        select.select([], [fd], [], left) if write else select.select([fd], [], [], left)
+    )
+    if not (writers if write else readers):
+        raise TimeoutError
 
 
 class Worker:
@@ -180,7 +194,7 @@ class Worker:
             self._end_child()
 
     def _call(self, name: str, *args: Any) -> Any:
-        request = frame(pickle.dumps((name, args)))
+        request = pickle.dumps((name, args))
         with self._lock:
             self._cancel_retire()
             try:
@@ -216,11 +230,11 @@ class Worker:
 
     def _ask(self, child: subprocess.Popen[bytes], request: bytes) -> Optional[bytes]:
         stdin, stdout = cast("IO[bytes]", child.stdin), cast("IO[bytes]", child.stdout)
-        with contextlib.suppress(OSError):  # EPIPE: it has gone, and says so by no reply
-            stdin.write(request)
-            stdin.flush()
+        deadline = time.monotonic() + self.timeout_s
         try:
-            return read_message(stdout.fileno(), self.timeout_s)
+            with contextlib.suppress(BrokenPipeError):  # it has gone, and says so by no reply
+                write_message(stdin.fileno(), request, deadline)
+            return read_message(stdout.fileno(), deadline)
         except TimeoutError:
             self._end_child(kill=True)
             raise X509WorkerError(
@@ -281,19 +295,12 @@ def serve(idle_s: Optional[float] = None) -> None:
     worker = InProcess()
     while True:
         try:
-            request = read_message(0, idle_s)
+            request = read_message(0, None if idle_s is None else time.monotonic() + idle_s)
         except TimeoutError:
             return
         if request is None:
             return
-        reply = _answer(worker, request)
-        _write_all(1, frame(pickle.dumps(reply)))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        write_message(1, pickle.dumps(_answer(worker, request)), None)
 
 
 def _answer(worker: Any, request: bytes) -> Any:

@@ -194,14 +194,15 @@ def test_a_worker_that_cannot_answer_is_a_transient_worker_error(
         Worker(timeout_s=timeout_s, python=python).leaf_info(PKI.leaf().pem.encode())
 
 
-def test_a_hung_worker_is_bounded_by_its_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [1_000, 300_000])  # the second does not fit in a pipe
+def test_a_hung_worker_is_bounded_by_its_timeout(tmp_path: Path, size: int) -> None:
     hung = tmp_path / "python"
     hung.write_text("#!/bin/sh\nexec sleep 30\n")
     hung.chmod(0o700)
     worker = Worker(timeout_s=0.5, python=str(hung))
     started = time.monotonic()
     with pytest.raises(X509WorkerError, match=r"did not answer within 0\.5 s"):
-        worker.leaf_info(PKI.leaf().pem.encode())
+        worker.leaf_info(b"x" * size)
     assert time.monotonic() - started < 4  # killed at the timeout, not left to linger
     assert worker.child_pid is None
 
