@@ -39,6 +39,7 @@ from common import BenchHost, Runtime, label_updated, memory_kib
 from prototypes.variants import env_for
 
 from certpull.httpd import wait_until_served
+from certpull.x509_worker import LINGER_S
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024.0
@@ -163,7 +164,13 @@ def main() -> None:
     parser.add_argument("--certs", type=int, default=3)
     parser.add_argument("--rotations", type=int, default=1, help="before sampling (default 1)")
     parser.add_argument("--poll-interval", type=float, default=300.0)
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds after the last pass")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=LINGER_S + 2,
+        help="seconds after the last pass (default: the X.509 worker's linger + 2 s, so that the "
+        "window shows the steady state, not the end of the worker)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (median)")
     parser.add_argument("--rpm", help="run this package's unpacked tree on a CPython 3.9")
     parser.add_argument(

@@ -8,10 +8,13 @@ private key among them) goes down a pipe to the child's stdin, never to argv, th
 a file; the child runs bundle.InProcess and writes the pickled result or BundleError back on its
 stdout, each message length-prefixed. One-shot commands run bundle.InProcess directly.
 
-A child stays ``linger_s`` after its last answer (then its stdin is closed and it exits), so a
-burst of rotations pays one interpreter start and one cryptography import (~115 ms on Python 3.9),
-not one per call, and an idle agent still holds no cryptography. The child also leaves on its own
-after ``linger_s`` plus IDLE_GRACE_S without a request, should the daemon be stopped or gone.
+A child is started ahead (``prepare``) when a pass is about to fetch a new version, so its start
+overlaps GetSecretValue, and stays ``linger_s`` after its last answer (then its stdin is closed
+and it exits), so a burst of rotations pays one interpreter start and one cryptography import
+(~115 ms on Python 3.9), not one per call, and an idle agent still holds no cryptography. The
+child also leaves on its own after ``linger_s`` plus IDLE_GRACE_S without a request, should the
+daemon be stopped or gone. It runs as the daemon, in its sandbox, and holds the secrets it was
+sent no longer than it lingers (the daemon holds them too, while a pass runs).
 
 The leaf of every bundle a child validated or read is kept here, keyed by the SHA-256 of its
 cert.pem (the last LEAF_CACHE), so reading that leaf back from the live directory (the installed
