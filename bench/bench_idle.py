@@ -40,6 +40,7 @@ from prototypes.variants import env_for
 
 from certpull.httpd import wait_until_served
 from certpull.x509_worker import LINGER_S
+from tests.proc_tree import tree
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024.0
@@ -53,30 +54,9 @@ def cpu_s(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
 
 
-def descendants(pid: int) -> List[int]:
-    """Live descendants of `pid` (the lingering X.509 worker, a running command)."""
-    found: List[int] = []
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as handle:
-                    kids = [int(k) for k in handle.read().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
 def children_rss_kib(pid: int) -> int:
     total = 0
-    for child in descendants(pid):
+    for child in tree(pid)[1:]:  # the lingering X.509 worker, a running command
         with contextlib.suppress(OSError):  # it ended meanwhile
             total += memory_kib(child).get("VmRSS", 0)
     return total

@@ -140,7 +140,7 @@ class Worker:
 
     @property
     def child_pid(self) -> Optional[int]:
-        """The lingering child's pid, None when there is none (for status and tests)."""
+        """The lingering child's pid, None when there is none (tests look at it)."""
         child = self._child
         return child.pid if child is not None and child.poll() is None else None
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from tests.proc_tree import children, tree
+
 WORK_DIR = Path(os.environ.get("CERTPULL_HOST_WORK", "/var/tmp/certpull-host"))
 MACHINE_PREFIX = "cph-"
 BOOT_TIMEOUT_S = 90.0
@@ -165,7 +167,7 @@ def _terminate(pid: int, timeout_s: float) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
     if _alive(pid):
-        for child in _children(pid):
+        for child in children(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(
                     child, signal.SIGKILL
@@ -183,15 +185,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _children(pid: int) -> List[int]:
-    children: List[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            text = (task / "children").read_text()
-            children += [int(c) for c in text.split()]
-    return children
 
 
 def forget_propagation_dir(machine: str) -> None:
@@ -275,7 +268,7 @@ class Container:
                 raise ContainerError(
                     f"systemd-nspawn exited with {self.process.returncode}: {self.log_tail()}"
                 )
-            for child in _children(self.process.pid):
+            for child in children(self.process.pid):
                 with contextlib.suppress(OSError):
                     if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
                         return child
@@ -371,7 +364,7 @@ class Container:
 
     def host_pid(self, pid: int) -> int:
         """The machine's pid of container pid ``pid`` (NSpid in /proc/PID/status)."""
-        for candidate in _descendants(self.init_pid):
+        for candidate in tree(self.init_pid):
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
                     if line.startswith("NSpid:") and line.split()[-1] == str(pid):
@@ -403,12 +396,3 @@ class Container:
 
     def messages(self, unit: str, boot: bool = True) -> List[str]:
         return [str(e.get("MESSAGE", "")) for e in self.journal(unit=unit, boot=boot)]
-
-
-def _descendants(pid: int) -> List[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(_children(current))
-    return found
